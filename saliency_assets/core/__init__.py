@@ -1,0 +1,1 @@
+"""The Dagster-free core: tables, row contract, decoding, model, reducers, provenance."""
