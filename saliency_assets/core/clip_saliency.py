@@ -1,0 +1,109 @@
+"""One clip's computation: decode the sampled frames, run the model, reduce, summarise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from saliency_assets.core.clips import ClipSource, SamplingPlan
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.decoding import DecodedClip, DecodedFrame, decode_clip
+from saliency_assets.core.errors import DecodeError, GeometryError
+from saliency_assets.core.model import SaliencyModel
+from saliency_assets.core.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
+from saliency_assets.core.reducers import TemporalReducer, map_statistics
+from saliency_assets.core.statuses import DECODE_FAILED, MISSING_GEOMETRY, MODEL_FAILED, OK
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """A clip's outcome: ``ok`` with the two statistics, or a failure status and why."""
+
+    status: str
+    saliency_mean: float | None = None
+    saliency_var: float | None = None
+    detail: str | None = None
+    frames_used: int = 0
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """What every clip of a run shares; small and picklable for worker processes."""
+
+    plan: SamplingPlan
+    temporal_aggregator: str
+    ema_alpha: float
+    model_path: Path
+    providers: tuple[str, ...]
+    ffmpeg_bin: str | None = None
+    ffprobe_bin: str | None = None
+    decode_timeout: float | None = None
+
+    @classmethod
+    def from_config(cls, config: MaterializeConfig, model_path: Path) -> ClipJob:
+        return cls(
+            plan=config.sampling_plan,
+            temporal_aggregator=config.temporal_aggregator,
+            ema_alpha=config.ema_alpha,
+            model_path=model_path,
+            providers=config.providers,
+            ffmpeg_bin=config.ffmpeg_bin,
+            ffprobe_bin=config.ffprobe_bin,
+            decode_timeout=config.decode_timeout,
+        )
+
+
+def compute_clip(source: ClipSource, job: ClipJob, model: SaliencyModel,
+                 on_decoded: Callable[[], None] | None = None) -> ClipResult:
+    """Decode, infer and reduce one clip; every per-clip failure becomes a status.
+
+    ``on_decoded`` is called between decoding and inference (the worker pool's heartbeat).
+    """
+    try:
+        decoded = decode_clip(
+            source, job.plan, ffmpeg_bin=job.ffmpeg_bin, ffprobe_bin=job.ffprobe_bin,
+            timeout_s=job.decode_timeout,
+        )
+    except GeometryError as error:
+        return ClipResult(MISSING_GEOMETRY, detail=str(error))
+    except DecodeError as error:
+        return ClipResult(DECODE_FAILED, detail=str(error))
+    if not decoded.frames:
+        return ClipResult(DECODE_FAILED, detail=f"{source.path}: no frames decoded")
+    if on_decoded is not None:
+        on_decoded()
+    return reduce_clip(decoded, job, model)
+
+
+def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> ClipResult:
+    """Run the model on each decoded frame and fold the maps over time."""
+    reducer = TemporalReducer(job.temporal_aggregator, job.ema_alpha)
+    try:
+        for frame in decoded.frames:
+            reducer.add(frame_saliency(frame, model), frame.luma)
+        mean, var = map_statistics(reducer.result())
+    except Exception as error:  # onnxruntime and numpy failures are per-clip model failures
+        return ClipResult(MODEL_FAILED, detail=f"{type(error).__name__}: {error}")
+    return ClipResult(
+        OK, mean, var, frames_used=len(decoded.frames), width=decoded.width,
+        height=decoded.height,
+    )
+
+
+def frame_saliency(frame: DecodedFrame, model: SaliencyModel) -> np.ndarray:
+    """One frame's (H, W) saliency map."""
+    height, width = frame.luma.shape
+    if frame.chroma is not None:
+        tensor = model_input(yuv420p_to_rgb(frame.luma, *frame.chroma), pad_mode="zero")
+    else:
+        tensor = model_input(rgb24_to_rgb(frame.rgb), pad_mode="edge")
+    return model.predict(tensor, height, width)

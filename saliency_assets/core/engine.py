@@ -1,0 +1,173 @@
+"""The materializer's flow: rows -> unique clips -> clip results -> rows enriched.
+
+Rows are reduced to unique clips first; clips are computed by a runner (worker processes by
+default); results are joined back onto every row that names the clip. Failures found while
+resolving a row (no such file, no geometry) are recorded per row and never reach a worker.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from saliency_assets.core.clip_saliency import ClipJob, ClipResult
+from saliency_assets.core.clips import ClipSource
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.decoding import check_binary
+from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
+from saliency_assets.core.progress import Progress
+from saliency_assets.core.rows import (
+    RowMetadata,
+    apply_result,
+    has_existing_saliency,
+    mark_skipped,
+)
+from saliency_assets.core.sources import Unresolved, clip_key, resolve_clip
+from saliency_assets.core.statuses import MISSING_SOURCE, OK, SKIPPED_EXISTING
+from saliency_assets.core.workers import ClipWorkerPool
+
+ClipRunner = Callable[[list[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
+
+
+@dataclass
+class MaterializeSummary:
+    """Row counters: ``total = ok + skipped_existing + failed``."""
+
+    total: int = 0
+    ok: int = 0
+    skipped_existing: int = 0
+    failed: int = 0
+    statuses: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, int]:
+        return {"total": self.total, "ok": self.ok, "skipped_existing": self.skipped_existing,
+                "failed": self.failed}
+
+    def count(self, status: str) -> None:
+        self.total += 1
+        self.statuses[status] += 1
+        if status == OK:
+            self.ok += 1
+        elif status == SKIPPED_EXISTING:
+            self.skipped_existing += 1
+        else:
+            self.failed += 1
+
+
+@dataclass
+class MaterializeOutcome:
+    rows: list[dict[str, Any]]
+    summary: MaterializeSummary
+    clips: int
+
+
+def prepare_model(config: MaterializeConfig) -> ModelChoice:
+    """Everything that can be wrong before any clip is decoded: model file, binaries."""
+    for binary in (config.ffmpeg_bin, config.ffprobe_bin):
+        if binary:
+            check_binary(binary)
+    model = choose_model(config.model_path, config.model_id)
+    validate_model_file(model.path, config.providers)
+    return model
+
+
+def materialize_rows(
+    rows: Iterable[dict[str, Any]],
+    config: MaterializeConfig,
+    model: ModelChoice,
+    runner: ClipRunner | None = None,
+    log: TextIO = sys.stderr,
+) -> MaterializeOutcome:
+    """Enrich copies of ``rows``; the input rows are not modified."""
+    enriched = [dict(row) for row in rows]
+    plan = _plan_rows(enriched, config, log)
+    runner = runner or _pool_runner(config, model)
+    results = dict(plan.failures)
+    progress = Progress(len(plan.clips), stream=log)
+    for key, result in runner(list(plan.clips.items())):
+        results[key] = result
+        progress.advance(failed=not result.ok)
+    progress.finish()
+    summary = _join_results(enriched, plan, results, config, RowMetadata.from_config(config, model.model_id))
+    _warn_if_all_missing(summary, config, log)
+    return MaterializeOutcome(enriched, summary, len(plan.clips))
+
+
+@dataclass
+class _RowPlan:
+    row_keys: list[str | None]  # None: skipped row
+    clips: dict[str, ClipSource]
+    failures: dict[str, ClipResult]
+
+
+def _plan_rows(rows: list[dict[str, Any]], config: MaterializeConfig, log: TextIO) -> _RowPlan:
+    plan = _RowPlan([], {}, {})
+    warned = False
+    for index, row in enumerate(rows):
+        if has_existing_saliency(row) and not config.overwrite:
+            plan.row_keys.append(None)
+            continue
+        if not warned and config.path_column not in row:
+            _warn_missing_path_column(row, config, log)
+            warned = True
+        plan.row_keys.append(_plan_row(index, row, config, plan))
+    return plan
+
+
+def _plan_row(index: int, row: dict[str, Any], config: MaterializeConfig, plan: _RowPlan) -> str:
+    resolved = resolve_clip(row, config)
+    if isinstance(resolved, Unresolved):
+        key = f"row:{index}"
+        plan.failures[key] = ClipResult(resolved.status, detail=resolved.detail)
+        return key
+    key = clip_key(resolved)
+    plan.clips.setdefault(key, resolved)
+    return key
+
+
+def _join_results(rows: list[dict[str, Any]], plan: _RowPlan, results: dict[str, ClipResult],
+                  config: MaterializeConfig, metadata: RowMetadata) -> MaterializeSummary:
+    summary = MaterializeSummary()
+    for row, key in zip(rows, plan.row_keys, strict=True):
+        if key is None:
+            mark_skipped(row, config)
+            summary.count(SKIPPED_EXISTING)
+            continue
+        result = results[key]
+        apply_result(row, result, config, metadata)
+        summary.count(result.status)
+    return summary
+
+
+def _pool_runner(config: MaterializeConfig, model: ModelChoice) -> ClipRunner:
+    job = ClipJob.from_config(config, model.path)
+
+    def run(tasks: list[tuple[str, ClipSource]]) -> Iterator[tuple[str, ClipResult]]:
+        if not tasks:
+            return
+        with ClipWorkerPool(job, min(config.effective_jobs, len(tasks))) as pool:
+            yield from pool.run(tasks)
+
+    return run
+
+
+def _warn_missing_path_column(row: dict[str, Any], config: MaterializeConfig, log: TextIO) -> None:
+    print(
+        f"saliency materialize: WARNING — path_column={config.path_column!r} not found in row; "
+        f"available columns: {sorted(row)}. Set path_column (--path-column or the manifest key) "
+        "to the column that holds the clip path.",
+        file=log,
+    )
+
+
+def _warn_if_all_missing(summary: MaterializeSummary, config: MaterializeConfig, log: TextIO) -> None:
+    if summary.failed and summary.statuses[MISSING_SOURCE] == summary.failed:
+        print(
+            f"saliency materialize: WARNING — all {summary.failed} failures have status "
+            f"'missing-source'. Check path_column={config.path_column!r} and "
+            f"root={str(config.root) if config.root else None!r}.",
+            file=log,
+        )

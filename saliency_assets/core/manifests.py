@@ -1,0 +1,149 @@
+"""Batch manifests: ``defaults`` plus ``tables``, in the reference tool's format.
+
+Every key is type- and range-checked when the manifest is read, and every table's config is
+built before any table runs, so a typo stops the batch (exit 2) instead of failing rows.
+Relative paths are resolved against ``--base-dir`` or the manifest's folder, then normalised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saliency_assets.core.config import CONFIG_FIELDS, PATH_FIELDS, MaterializeConfig, config_from_mapping
+from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.tables import table_format
+
+TABLE_KEYS = ("id", "input", "output", "audit_json")
+# Per-table keys read by the Dagster layer; the batch command accepts and ignores them.
+DAGSTER_TABLE_KEYS = ("dagster",)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One manifest table, resolved: where to read and write, and its effective config."""
+
+    table_id: str
+    input: Path
+    output: Path
+    audit_json: Path | None
+    config: MaterializeConfig
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    base_dir: Path
+    tables: list[TableSpec]
+
+
+def load_manifest(path: Path, base_dir: Path | None = None) -> Manifest:
+    """Read and validate a manifest; ConfigError names the entry and key that is wrong."""
+    path = Path(path)
+    document = _read_json(path)
+    base = Path(base_dir) if base_dir is not None else path.parent
+    defaults = _defaults(document)
+    entries = document.get("tables")
+    if not isinstance(entries, list):
+        raise ConfigError("manifest tables must be an array")
+    tables = [_table(index, entry, defaults, base) for index, entry in enumerate(entries)]
+    _reject_duplicates(tables)
+    return Manifest(path, base, tables)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"manifest {path} cannot be read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"manifest {path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"manifest {path} must be a JSON object")
+    return document
+
+
+def _defaults(document: dict[str, Any]) -> dict[str, Any]:
+    defaults = document.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("manifest defaults must be an object")
+    unknown = sorted(set(defaults) - set(CONFIG_FIELDS) - set(DAGSTER_TABLE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown default keys: {unknown}")
+    return defaults
+
+
+def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> TableSpec:
+    where = f"table entry {index}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object")
+    allowed = set(CONFIG_FIELDS) | set(TABLE_KEYS) | set(DAGSTER_TABLE_KEYS)
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown keys in {where}: {unknown}")
+    table_id = str(entry.get("id") or "").strip()
+    if not table_id:
+        raise ConfigError(f"{where} is missing non-empty id")
+    where = f"table {table_id!r} ({where})"
+    merged = {**defaults, **{k: v for k, v in entry.items() if k in CONFIG_FIELDS}}
+    merged.pop("dagster", None)
+    for name in PATH_FIELDS:
+        merged[name] = _resolved(merged.get(name), base, where, name)
+    config = config_from_mapping(merged, where)
+    options = {**(defaults.get("dagster") or {}), **(entry.get("dagster") or {})}
+    return TableSpec(
+        table_id=table_id,
+        input=_required_path(entry, "input", base, where),
+        output=_required_path(entry, "output", base, where),
+        audit_json=_optional_path(entry.get("audit_json"), base, where, "audit_json"),
+        config=config,
+        options=options,
+    )
+
+
+def _required_path(entry: dict[str, Any], key: str, base: Path, where: str) -> Path:
+    value = entry.get(key)
+    if not value:
+        raise ConfigError(f"{where} is missing {key}")
+    path = _optional_path(value, base, where, key)
+    try:
+        table_format(path)
+    except ValueError:
+        raise ConfigError(f"{where}: {key} {value!r} must end in .jsonl or .parquet") from None
+    return path
+
+
+def _optional_path(value: Any, base: Path, where: str, key: str) -> Path | None:
+    resolved = _resolved(value, base, where, key)
+    return None if resolved is None else Path(resolved)
+
+
+def _resolved(value: Any, base: Path, where: str, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a path string, got {value!r}")
+    path = Path(value)
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _reject_duplicates(tables: list[TableSpec]) -> None:
+    seen_ids: set[str] = set()
+    seen_outputs: dict[str, str] = {}
+    for table in tables:
+        if table.table_id in seen_ids:
+            raise ConfigError(f"duplicate table id {table.table_id!r}")
+        seen_ids.add(table.table_id)
+        output = os.path.realpath(table.output)
+        if output in seen_outputs:
+            raise ConfigError(
+                f"tables {seen_outputs[output]!r} and {table.table_id!r} write the same output "
+                f"{table.output}"
+            )
+        seen_outputs[output] = table.table_id

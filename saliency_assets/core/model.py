@@ -1,0 +1,132 @@
+"""The ONNX saliency model: which file, its identity, and one long-lived session.
+
+A model id is bound to weights: without ``model_path`` an id names a file ``<id>.onnx`` in the
+model search path (``$SALIENCY_ASSETS_MODEL_DIRS``, then the bundled models); without either,
+the bundled default is used and its id is its own name. Every run records the file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from saliency_assets.core.errors import ConfigError
+from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
+
+MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The weights a run uses and the id written to its rows."""
+
+    path: Path
+    model_id: str
+    sha256: str
+
+
+def choose_model(model_path: Path | None, model_id: str | None) -> ModelChoice:
+    """Resolve the config's model fields to a file; ConfigError if none fits."""
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ConfigError(f"model file {path} does not exist")
+        return ModelChoice(path, model_id or path.stem, sha256_file(path))
+    if model_id and model_id != DEFAULT_MODEL_NAME:
+        path = _find_model_by_id(model_id)
+        return ModelChoice(path, model_id, sha256_file(path))
+    return ModelChoice(DEFAULT_MODEL_PATH, DEFAULT_MODEL_NAME, sha256_file(DEFAULT_MODEL_PATH))
+
+
+def model_search_dirs() -> list[Path]:
+    configured = os.environ.get(MODEL_DIRS_ENV, "")
+    dirs = [Path(part) for part in configured.split(os.pathsep) if part]
+    return [*dirs, DEFAULT_MODEL_PATH.parent]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class SaliencyModel:
+    """One onnxruntime session with the image-in, map-out contract checked at load time."""
+
+    def __init__(self, path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,),
+                 intra_op_threads: int = 1) -> None:
+        self.path = Path(path)
+        self.session = _open_session(self.path, providers, intra_op_threads)
+        self.input_name, self.output_name = _check_contract(self.session, self.path)
+        self.providers = tuple(self.session.get_providers())
+
+    def predict(self, tensor: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Run one padded NCHW tensor; return the (height, width) float32 map, cropped."""
+        outputs = self.session.run([self.output_name], {self.input_name: tensor})
+        return np.asarray(outputs[0][0, 0, :height, :width], dtype=np.float32)
+
+
+def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)) -> None:
+    """Load once to prove the file is a usable saliency model (ConfigError otherwise)."""
+    SaliencyModel(path, providers)
+
+
+def available_providers(requested: tuple[str, ...]) -> list[str]:
+    """The requested providers this onnxruntime build has, CPU always last as the fallback."""
+    installed = set(ort.get_available_providers())
+    chosen = [name for name in requested if name in installed and name != CPU_PROVIDER]
+    missing = [name for name in requested if name not in installed]
+    if missing:
+        log.warning("execution providers %s are not available; falling back to %s",
+                    ", ".join(missing), ", ".join([*chosen, CPU_PROVIDER]))
+    return [*chosen, CPU_PROVIDER]
+
+
+def _find_model_by_id(model_id: str) -> Path:
+    for folder in model_search_dirs():
+        candidate = folder / f"{model_id}.onnx"
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(folder) for folder in model_search_dirs())
+    raise ConfigError(
+        f"model_id {model_id!r} names no model: no {model_id}.onnx in {searched}; "
+        f"pass model_path or add its folder to ${MODEL_DIRS_ENV}"
+    )
+
+
+def _open_session(path: Path, providers: tuple[str, ...], threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=available_providers(providers))
+    except Exception as error:  # onnxruntime raises several unrelated types for bad files
+        raise ConfigError(f"model file {path} is not a loadable ONNX model: {error}") from None
+
+
+def _check_contract(session: ort.InferenceSession, path: Path) -> tuple[str, str]:
+    inputs = session.get_inputs()
+    outputs = session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"model {path} must have one image input and one map output, "
+            f"has {len(inputs)} inputs and {len(outputs)} outputs"
+        )
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[1] not in (3, "3") or "float" not in inputs[0].type:
+        raise ConfigError(f"model {path} input must be float [1,3,H,W], is {inputs[0].type} {shape}")
+    if len(outputs[0].shape) != 4:
+        raise ConfigError(f"model {path} output must be [1,1,H,W], is {outputs[0].shape}")
+    return inputs[0].name, outputs[0].name

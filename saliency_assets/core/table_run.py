@@ -1,0 +1,73 @@
+"""One table end to end: read, enrich, write the output table, then its audit JSON.
+
+The CLI's ``materialize`` and ``batch`` and the Dagster ``enriched_table`` asset all call this,
+so a table comes out the same whichever way it was run.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.engine import ClipRunner, MaterializeOutcome, materialize_rows
+from saliency_assets.core.model import ModelChoice
+from saliency_assets.core.provenance import describe_path
+from saliency_assets.core.tables import Table, read_table, write_json_atomic, write_table
+
+AUDIT_SCHEMA = "saliency-materializer-audit-v1"
+
+
+@dataclass
+class TableRun:
+    input: Path
+    output: Path
+    config: MaterializeConfig
+    model: ModelChoice
+    outcome: MaterializeOutcome
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return self.outcome.summary.to_json()
+
+
+def materialize_table(
+    input_path: Path,
+    output_path: Path,
+    config: MaterializeConfig,
+    model: ModelChoice,
+    runner: ClipRunner | None = None,
+    log: TextIO = sys.stderr,
+) -> TableRun:
+    """Read ``input_path``, enrich it and write ``output_path`` atomically."""
+    table = read_table(input_path)
+    outcome = materialize_rows(table.rows, config, model, runner=runner, log=log)
+    write_table(output_path, Table(outcome.rows, table.schema))
+    return TableRun(Path(input_path), Path(output_path), config, model, outcome)
+
+
+def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:
+    """The audit JSON body shared by single-table and batch audits."""
+    return {
+        "schema": AUDIT_SCHEMA,
+        "config": run.config.to_json(),
+        "input": str(run.input),
+        "output": str(run.output),
+        "summary": run.summary,
+        "statuses": dict(sorted(run.outcome.summary.statuses.items())),
+        "clips": run.outcome.clips,
+        "model": {"id": run.model.model_id, "path": str(run.model.path),
+                  "sha256": run.model.sha256},
+        **extra,
+    }
+
+
+def write_audit(path: Path, record: dict[str, Any]) -> None:
+    write_json_atomic(path, record)
+
+
+def describe_outputs(**paths: Path | None) -> dict[str, Any]:
+    """Path descriptions of files already written (so hashes are of this run's files)."""
+    return {name: describe_path(path) for name, path in paths.items()}

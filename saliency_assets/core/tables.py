@@ -1,0 +1,199 @@
+"""Feature tables in and out: JSONL and Parquet in any mix, written atomically.
+
+A table is a list of row dicts plus, for Parquet inputs, the Arrow schema it came with, so
+untouched columns are written back with their own types.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLE_SUFFIXES = (".jsonl", ".parquet")
+
+
+class TableError(ValueError):
+    """A table cannot be read or written; the message names the file (and line)."""
+
+
+@dataclass
+class Table:
+    rows: list[dict[str, Any]]
+    schema: pa.Schema | None = None
+
+
+def table_format(path: Path) -> str:
+    """``jsonl`` or ``parquet`` from the file name, case-insensitively."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise TableError(f"{path}: a table must end in .jsonl or .parquet")
+    return suffix[1:]
+
+
+def read_table(path: Path) -> Table:
+    """Read every row; a malformed file is a TableError naming the file and line."""
+    path = Path(path)
+    kind = table_format(path)
+    if not path.is_file():
+        raise TableError(f"{path}: input table does not exist or is not a file")
+    return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+
+
+def write_table(path: Path, table: Table) -> None:
+    """Write atomically: readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    kind = table_format(path)
+    if kind == "jsonl":
+        atomic_write(path, lambda handle: _write_jsonl(handle, table.rows))
+    else:
+        arrow_table = _to_arrow(table)
+        atomic_write(path, lambda handle: pq.write_table(arrow_table, handle))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temp file in the same folder, fsync it, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_beside(path) as (handle, temp_path):
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.replace(temp_path, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Deterministic JSON (indent 2, sorted keys, strict: no NaN) plus a newline, atomically."""
+    text = json.dumps(strict_json(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def strict_json(value: Any) -> Any:
+    """Replace non-finite floats by None, recursively, so the output is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+@contextmanager
+def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
+    fd, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle = os.fdopen(fd, "wb")
+    try:
+        yield handle, temp_path
+    finally:
+        if not handle.closed:
+            handle.close()
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+
+
+def _read_jsonl(path: Path) -> Table:
+    rows = []
+    with path.open("r", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            rows.append(_parse_jsonl_row(path, line_number, text))
+    return Table(rows)
+
+
+def _parse_jsonl_row(path: Path, line_number: int, text: str) -> dict[str, Any]:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TableError(f"{path}: line {line_number} is not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise TableError(f"{path}: line {line_number} is not a JSON object")
+    return row
+
+
+def _read_parquet(path: Path) -> Table:
+    try:
+        arrow_table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise TableError(f"{path}: cannot read Parquet ({error})") from None
+    names = arrow_table.column_names
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise TableError(f"{path}: duplicated column names {duplicated}")
+    # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
+    return Table(arrow_table.to_pylist(), arrow_table.schema)
+
+
+def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        line = json.dumps(strict_json(row), ensure_ascii=True, separators=(",", ":"),
+                          allow_nan=False, default=_json_default)
+        handle.write(line.encode("ascii") + b"\n")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSONL")
+
+
+def _to_arrow(table: Table) -> pa.Table:
+    """Columns in first-seen order; columns of the input schema keep their Arrow types."""
+    names = _column_order(table.rows)
+    known = table.schema
+    arrays = [_column_array(table.rows, name, known) for name in names]
+    return pa.table(dict(zip(names, arrays, strict=True)))
+
+
+def _column_order(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for name in row:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _column_array(rows: list[dict[str, Any]], name: str, schema: pa.Schema | None) -> pa.Array:
+    values = [row.get(name) for row in rows]
+    if schema is not None and schema.get_field_index(name) >= 0:
+        field_type = schema.field(name).type
+        try:
+            return pa.array(values, type=field_type)
+        except (pa.ArrowException, TypeError, ValueError):
+            pass
+    return _inferred_array(name, values)
+
+
+def _inferred_array(name: str, values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        # Mixed kinds in one column (e.g. numbers and strings): keep every value as text.
+        as_text = [None if value is None else _text(value) for value in values]
+        return pa.array(as_text, type=pa.string())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(strict_json(value), default=str)

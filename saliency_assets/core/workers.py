@@ -1,0 +1,158 @@
+"""Long-lived worker processes that compute clips, each holding one model session.
+
+The parent hands out one clip at a time per worker and watches the clock: a worker whose
+decode overruns the time limit (a decoder stuck inside FFmpeg cannot be interrupted from
+Python) is killed and replaced, and its clip gets ``decode-failed``. A worker that dies is
+replaced too, so one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+
+from saliency_assets.core.clip_saliency import ClipJob, ClipResult, compute_clip
+from saliency_assets.core.clips import ClipSource
+from saliency_assets.core.model import SaliencyModel
+from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
+
+# Grace beyond the decoder's own time limit before the parent kills a silent worker.
+HARD_LIMIT_GRACE_S = 10.0
+POLL_INTERVAL_S = 0.5
+_PRELOAD = ["saliency_assets.core.clip_saliency"]
+
+ClipTask = tuple[str, ClipSource]
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    task: ClipTask | None = None
+    started_at: float = 0.0
+    decoded: bool = False
+    ready: bool = field(default=False)
+
+
+class ClipWorkerPool:
+    """Computes clips in ``jobs`` processes; use as a context manager."""
+
+    def __init__(self, job: ClipJob, jobs: int) -> None:
+        self.job = job
+        self.jobs = max(1, jobs)
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(_PRELOAD)
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> ClipWorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(self, tasks: Iterable[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
+        """Yield ``(clip_key, result)`` as clips finish, in completion order."""
+        pending = deque(tasks)
+        self._start_workers(min(self.jobs, len(pending)))
+        while pending or any(worker.task for worker in self._workers):
+            for worker in self._workers:
+                if worker.task is None and pending:
+                    self._assign(worker, pending.popleft())
+            yield from self._collect()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            _stop(worker)
+        self._workers = []
+
+    def _start_workers(self, count: int) -> None:
+        while len(self._workers) < count:
+            self._workers.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(child_end, self.job), daemon=True, name="saliency-worker"
+        )
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
+
+    def _assign(self, worker: _Worker, task: ClipTask) -> None:
+        worker.connection.send(task)
+        worker.task, worker.started_at, worker.decoded = task, time.monotonic(), False
+
+    def _collect(self) -> Iterator[tuple[str, ClipResult]]:
+        busy = {worker.connection: worker for worker in self._workers if worker.task}
+        for connection in wait(list(busy), timeout=POLL_INTERVAL_S):
+            worker = busy[connection]
+            outcome = self._receive(worker)
+            if outcome is not None:
+                yield outcome
+        yield from self._reap_overdue()
+
+    def _receive(self, worker: _Worker) -> tuple[str, ClipResult] | None:
+        try:
+            message = worker.connection.recv()
+        except (EOFError, OSError):
+            return self._replace(worker, _died_result(worker))
+        kind, payload = message
+        if kind == "decoded":
+            worker.decoded = True
+            return None
+        key, _source = worker.task
+        worker.task = None
+        return key, payload
+
+    def _reap_overdue(self) -> Iterator[tuple[str, ClipResult]]:
+        limit = self.job.decode_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for worker in list(self._workers):
+            overdue = now - worker.started_at > limit + HARD_LIMIT_GRACE_S
+            if worker.task and not worker.decoded and overdue:
+                detail = (f"decode did not finish within {limit:g} s "
+                          f"(decode_timeout); the worker was stopped")
+                yield self._replace(worker, ClipResult(DECODE_FAILED, detail=detail))
+
+    def _replace(self, worker: _Worker, result: ClipResult) -> tuple[str, ClipResult]:
+        key, _source = worker.task
+        _stop(worker, kill=True)
+        self._workers[self._workers.index(worker)] = self._spawn()
+        return key, result
+
+
+def _died_result(worker: _Worker) -> ClipResult:
+    worker.process.join(timeout=5)
+    code = worker.process.exitcode
+    status = MODEL_FAILED if worker.decoded else DECODE_FAILED
+    return ClipResult(status, detail=f"worker process died (exit code {code}) on this clip")
+
+
+def _stop(worker: _Worker, kill: bool = False) -> None:
+    if worker.process.is_alive() and not kill:
+        try:
+            worker.connection.send(None)
+            worker.process.join(timeout=5)
+        except (OSError, BrokenPipeError):
+            pass
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join(timeout=5)
+    worker.connection.close()
+
+
+def _worker_main(connection: Connection, job: ClipJob) -> None:
+    model = SaliencyModel(job.model_path, job.providers)
+    while True:
+        task = connection.recv()
+        if task is None:
+            return
+        key, source = task
+        result = compute_clip(source, job, model, on_decoded=lambda: connection.send(("decoded", key)))
+        connection.send(("done", result))
