@@ -23,3 +23,27 @@ def shared_models_dir() -> Path:
     if not models_dir.is_dir():
         pytest.skip(f"shared models folder {models_dir} not found (set {SHARED_MODELS_ENV})")
     return models_dir
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """Run the installed ``saliency-assets`` command as a user would; return the result."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "saliency_assets.cli", *args]
+    merged_env = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=merged_env,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A folder of small real clips shared by the end-to-end tests."""
+    from support.clips import make_clip, make_raw_yuv
+
+    folder = tmp_path_factory.mktemp("clips")
+    make_clip(folder / "clip.mp4", 64, 48, 10)
+    make_clip(folder / "other.mp4", 96, 64, 10)
+    make_clip(folder / "wide_540.mp4", 96, 54, 6)
+    make_raw_yuv(folder / "raw_64x48.yuv", 64, 48, 6)
+    return folder
