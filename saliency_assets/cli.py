@@ -102,6 +102,9 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
     add("--providers", type=_providers, default=DEFAULTS.providers,
         help="comma-separated onnxruntime execution providers; CPU is the fallback")
     add("--confine-to-root", action="store_true", help="reject clip paths outside --root")
+    add("--results-store", default=DEFAULTS.results_store,
+        help="where clip results persist for reuse and resume: 'default' (the user cache, "
+             "$SALIENCY_ASSETS_CACHE), 'none', or a folder")
     add("--error-column", default=DEFAULTS.error_column, help="'' disables it")
     add("--sampling-column", default=DEFAULTS.sampling_column, help="'' disables it")
     add("--inference-size-column", default=DEFAULTS.inference_size_column, help="'' disables it")

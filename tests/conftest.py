@@ -47,3 +47,11 @@ def clip_dir(tmp_path_factory) -> Path:
     make_clip(folder / "wide_540.mp4", 96, 54, 6)
     make_raw_yuv(folder / "raw_64x48.yuv", 64, 48, 6)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_results_cache(tmp_path, monkeypatch) -> Path:
+    """Each test gets its own results store, also in the commands it runs."""
+    cache = tmp_path / "results-cache"
+    monkeypatch.setenv("SALIENCY_ASSETS_CACHE", str(cache))
+    return cache

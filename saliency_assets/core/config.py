@@ -54,6 +54,7 @@ class MaterializeConfig:
     jobs: int | None = None
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     confine_to_root: bool = False
+    results_store: str = "default"
     error_column: str = "saliency_error"
     sampling_column: str = "saliency_sampling"
     inference_size_column: str = "saliency_inference_size"

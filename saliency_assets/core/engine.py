@@ -8,6 +8,7 @@ resolving a row (no such file, no geometry) are recorded per row and never reach
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import check_binary
 from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
 from saliency_assets.core.progress import Progress
+from saliency_assets.core.results_store import (
+    ResultKey,
+    ResultStore,
+    settings_digest,
+    source_fingerprint,
+)
 from saliency_assets.core.rows import (
     RowMetadata,
     apply_result,
@@ -30,6 +37,8 @@ from saliency_assets.core.statuses import MISSING_SOURCE, OK, SKIPPED_EXISTING
 from saliency_assets.core.workers import ClipWorkerPool
 
 ClipRunner = Callable[[list[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
+FLUSH_EVERY_RESULTS = 32
+FLUSH_EVERY_S = 5.0
 
 
 @dataclass
@@ -62,6 +71,7 @@ class MaterializeOutcome:
     rows: list[dict[str, Any]]
     summary: MaterializeSummary
     clips: int
+    reused_clips: int = 0
 
 
 def prepare_model(config: MaterializeConfig) -> ModelChoice:
@@ -79,21 +89,95 @@ def materialize_rows(
     config: MaterializeConfig,
     model: ModelChoice,
     runner: ClipRunner | None = None,
+    store: ResultStore | None = None,
     log: TextIO = sys.stderr,
 ) -> MaterializeOutcome:
-    """Enrich copies of ``rows``; the input rows are not modified."""
+    """Enrich copies of ``rows``; the input rows are not modified.
+
+    With a ``store``, clips already computed under the same key are taken from it and new
+    results are saved to it as they complete.
+    """
     enriched = [dict(row) for row in rows]
     plan = _plan_rows(enriched, config, log)
-    runner = runner or _pool_runner(config, model)
     results = dict(plan.failures)
-    progress = Progress(len(plan.clips), stream=log)
-    for key, result in runner(list(plan.clips.items())):
-        results[key] = result
-        progress.advance(failed=not result.ok)
-    progress.finish()
-    summary = _join_results(enriched, plan, results, config, RowMetadata.from_config(config, model.model_id))
+    computed = compute_clips(plan.clips, config, model, runner, store, log)
+    results.update(computed.results)
+    metadata = RowMetadata.from_config(config, model.model_id)
+    summary = _join_results(enriched, plan, results, config, metadata)
     _warn_if_all_missing(summary, config, log)
-    return MaterializeOutcome(enriched, summary, len(plan.clips))
+    return MaterializeOutcome(enriched, summary, len(plan.clips), computed.reused)
+
+
+@dataclass
+class ComputedClips:
+    results: dict[str, ClipResult]
+    reused: int
+
+
+def compute_clips(
+    clips: dict[str, ClipSource],
+    config: MaterializeConfig,
+    model: ModelChoice,
+    runner: ClipRunner | None = None,
+    store: ResultStore | None = None,
+    log: TextIO = sys.stderr,
+) -> ComputedClips:
+    """Results for every clip: reused from ``store`` where present, else computed by ``runner``."""
+    keys = _result_keys(clips, config, model) if store is not None else {}
+    results = {}
+    for key, result_key in keys.items():
+        stored = store.lookup(result_key)
+        if stored is not None:
+            results[key] = stored
+    reused = len(results)
+    pending = [(key, source) for key, source in clips.items() if key not in results]
+    runner = runner or _pool_runner(config, model)
+    saver = _StoreSaver(store, keys)
+    progress = Progress(len(pending), stream=log)
+    try:
+        for key, result in runner(pending):
+            results[key] = result
+            saver.add(key, result)
+            progress.advance(failed=not result.ok)
+    finally:
+        saver.flush()
+        progress.finish()
+    return ComputedClips(results, reused)
+
+
+class _StoreSaver:
+    """Buffers new results and writes them to the store every few results or seconds."""
+
+    def __init__(self, store: ResultStore | None, keys: dict[str, ResultKey]) -> None:
+        self.store, self.keys = store, keys
+        self.buffer: list[tuple[ResultKey, ClipResult]] = []
+        self.flushed_at = time.monotonic()
+
+    def add(self, key: str, result: ClipResult) -> None:
+        if self.store is None or key not in self.keys:
+            return
+        self.buffer.append((self.keys[key], result))
+        due = time.monotonic() - self.flushed_at >= FLUSH_EVERY_S
+        if len(self.buffer) >= FLUSH_EVERY_RESULTS or due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self.buffer:
+            self.store.save(self.buffer)
+        self.buffer = []
+        self.flushed_at = time.monotonic()
+
+
+def _result_keys(clips: dict[str, ClipSource], config: MaterializeConfig,
+                 model: ModelChoice) -> dict[str, ResultKey]:
+    digest = settings_digest(config)
+    keys = {}
+    for key, source in clips.items():
+        try:
+            keys[key] = ResultKey(key, source_fingerprint(source), model.sha256, digest)
+        except OSError:  # unreadable now: compute it (and report why) rather than cache it
+            continue
+    return keys
 
 
 @dataclass

@@ -15,6 +15,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.engine import ClipRunner, MaterializeOutcome, materialize_rows
 from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.provenance import describe_path
+from saliency_assets.core.results_store import store_for
 from saliency_assets.core.tables import Table, read_table, write_json_atomic, write_table
 
 AUDIT_SCHEMA = "saliency-materializer-audit-v1"
@@ -43,7 +44,8 @@ def materialize_table(
 ) -> TableRun:
     """Read ``input_path``, enrich it and write ``output_path`` atomically."""
     table = read_table(input_path)
-    outcome = materialize_rows(table.rows, config, model, runner=runner, log=log)
+    outcome = materialize_rows(table.rows, config, model, runner=runner, store=store_for(config),
+                               log=log)
     write_table(output_path, Table(outcome.rows, table.schema))
     return TableRun(Path(input_path), Path(output_path), config, model, outcome)
 
@@ -58,6 +60,7 @@ def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:
         "summary": run.summary,
         "statuses": dict(sorted(run.outcome.summary.statuses.items())),
         "clips": run.outcome.clips,
+        "reused_clips": run.outcome.reused_clips,
         "model": {"id": run.model.model_id, "path": str(run.model.path),
                   "sha256": run.model.sha256},
         **extra,

@@ -1,0 +1,65 @@
+"""Persisted clip results: reused under the same key, recomputed when source, model or settings change."""
+
+import io
+import os
+
+from test_engine import OK_RESULT, CountingRunner
+
+from saliency_assets.core.clip_saliency import ClipResult
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.engine import materialize_rows
+from saliency_assets.core.model import ModelChoice, choose_model
+from saliency_assets.core.results_store import ResultKey, ResultStore
+
+
+def run(rows, config, model, store):
+    runner = CountingRunner(OK_RESULT)
+    outcome = materialize_rows(rows, config, model, runner=runner, store=store, log=io.StringIO())
+    return outcome, runner
+
+
+def test_second_run_reuses_stored_results(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x" * 100)
+    store_dir = tmp_path / "store"
+    model = choose_model(None, None)
+    rows = [{"src": str(clip)}]
+    _, first = run(rows, MaterializeConfig(), model, ResultStore(store_dir))
+    outcome, second = run(rows, MaterializeConfig(), model, ResultStore(store_dir))
+    assert len(first.tasks) == 1 and second.tasks == []
+    assert outcome.reused_clips == 1
+    assert outcome.rows[0]["saliency_mean"] == OK_RESULT.saliency_mean
+
+
+def test_changed_source_model_or_settings_recompute(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x" * 100)
+    store_dir = tmp_path / "store"
+    model = choose_model(None, None)
+    rows = [{"src": str(clip)}]
+    run(rows, MaterializeConfig(), model, ResultStore(store_dir))
+    _, changed_settings = run(rows, MaterializeConfig(max_frames=4), model, ResultStore(store_dir))
+    other_model = ModelChoice(model.path, model.model_id, "0" * 64)
+    _, changed_model = run(rows, MaterializeConfig(), other_model, ResultStore(store_dir))
+    clip.write_bytes(b"y" * 100)
+    os.utime(clip, ns=(1, 1))
+    _, changed_source = run(rows, MaterializeConfig(), model, ResultStore(store_dir))
+    assert [len(r.tasks) for r in (changed_settings, changed_model, changed_source)] == [1, 1, 1]
+
+
+def test_transient_failures_are_not_stored(tmp_path):
+    store = ResultStore(tmp_path / "store")
+    key = ResultKey("a", "f", "m", "s")
+    store.save([(key, ClipResult("decode-failed", detail="decode timed out after 5 s"))])
+    assert ResultStore(tmp_path / "store").lookup(key) is None
+
+
+def test_many_parts_are_compacted_without_losing_results(tmp_path):
+    store_dir = tmp_path / "store"
+    store = ResultStore(store_dir)
+    for index in range(70):
+        store.save([(ResultKey(f"clip{index}", "f", "m", "s"), OK_RESULT)])
+    reloaded = ResultStore(store_dir)
+    assert len(reloaded) == 70
+    assert len(os.listdir(store_dir)) == 1
+    assert reloaded.lookup(ResultKey("clip69", "f", "m", "s")) == OK_RESULT
