@@ -1,0 +1,275 @@
+"""Turning decoded frames into sampled planes with FFmpeg's own filters, as the ffmpeg CLI does.
+
+Every backend hands its frames to a :class:`FrameConverter`, a libavfilter graph built like the
+one ``ffmpeg -i SRC -pix_fmt yuv420p -f rawvideo`` builds: the autorotate filters, then (in
+inference-size mode) ``scale=W:H:flags=area``, then the output pixel format, with the scaler
+the CLI auto-inserts. That is what makes native-mode planes byte-identical to the reference tool's
+and keeps the in-process and binary backends in step.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation
+
+from .decoded import DecodedFrame, SourceFacts
+
+NATIVE_PIX_FMT = "yuv420p"
+# Inference mode scales to full-resolution chroma, so luma and RGB both come from one area pass.
+INFERENCE_PIX_FMT = "yuv444p"
+# Plain "area" drifts flat colours by one code value at large ratios (4K -> 32 lines);
+# accurate rounding fixes that and bitexact keeps results the same on every CPU, at no
+# measurable cost (about 3 ms per 4K frame either way).
+AREA_SCALE_FLAGS = "area+accurate_rnd+bitexact"
+# The YUV->RGB step runs on the small scaled frame, where exact rounding costs nothing.
+RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+
+# AVColorSpace codes -> the matrix name used here; anything else counts as untagged.
+MATRIX_BY_AVCOL_SPC = {1: "bt709", 4: "fcc", 5: "bt601", 6: "bt601", 7: "smpte240m", 9: "bt2020"}
+MATRIX_BY_AVCOL_SPC[10] = "bt2020"  # constant-luminance BT.2020: nearest matrix available
+MATRIX_BY_NAME = {
+    "bt709": "bt709",
+    "fcc": "fcc",
+    "bt470bg": "bt601",
+    "smpte170m": "bt601",
+    "smpte240m": "smpte240m",
+    "bt2020nc": "bt2020",
+    "bt2020c": "bt2020",
+}
+SWS_COLORSPACE = {
+    "bt709": "ITU709",
+    "bt601": "ITU601",
+    "bt2020": "BT2020",
+    "smpte240m": "SMPTE240M",
+    "fcc": "FCC",
+}
+AVCOL_RANGE_MPEG, AVCOL_RANGE_JPEG = 1, 2
+RANGE_BY_NAME = {"tv": AVCOL_RANGE_MPEG, "pc": AVCOL_RANGE_JPEG}
+
+
+def inference_geometry(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side scaled to ``short_side``, the long side in proportion.
+
+    Both sides are rounded to the nearest multiple of 8 (at least 8), so portrait stays portrait.
+    """
+    if width <= 0 or height <= 0 or short_side <= 0:
+        raise ValueError(f"geometry {width}x{height} and short side {short_side} must be > 0")
+    if width <= height:
+        return _round_to_8(short_side), _round_to_8(height * short_side / width)
+    return _round_to_8(width * short_side / height), _round_to_8(short_side)
+
+
+def _round_to_8(value: float) -> int:
+    return max(8, int(value / 8 + 0.5) * 8)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """The display transform ffmpeg's autorotate applies, as libavfilter filters.
+
+    ``rotation`` is the counter-clockwise angle of the display matrix normalised to [0, 360),
+    the number ffprobe prints; ``swaps_axes`` says whether width and height trade places.
+    """
+
+    filters: tuple[tuple[str, str | None], ...] = ()
+    rotation: int = 0
+    swaps_axes: bool = False
+
+    def display_size(self, width: int, height: int) -> tuple[int, int]:
+        return (height, width) if self.swaps_axes else (width, height)
+
+
+def orientation_from_matrix(
+    counter_clockwise: float, matrix: tuple[int, ...] | None
+) -> Orientation:
+    """The filters fftools' autorotate inserts for a display matrix (ffmpeg_filter.c).
+
+    ``counter_clockwise`` is ``av_display_rotation_get`` of ``matrix``; the matrix's signs pick
+    the flipped transpose variants exactly as the CLI does.
+    """
+    theta = (-round(counter_clockwise)) % 360  # clockwise, as fftools' get_rotation
+    m = matrix or (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    rotation = round(counter_clockwise) % 360
+    if abs(theta - 90) < 1:
+        return Orientation((("transpose", "cclock_flip" if m[3] > 0 else "clock"),), rotation, True)
+    if abs(theta - 180) < 1:
+        flips = ((("hflip", None),) if m[0] < 0 else ()) + ((("vflip", None),) if m[4] < 0 else ())
+        return Orientation(flips, rotation, False)
+    if abs(theta - 270) < 1:
+        return Orientation((("transpose", "clock_flip" if m[3] < 0 else "cclock"),), rotation, True)
+    if abs(theta) > 1:
+        return Orientation((("rotate", f"{theta}*PI/180"),), rotation, False)
+    return Orientation((("vflip", None),) if m[4] < 0 else (), 0, False)
+
+
+def orientation_of_frame(frame: av.VideoFrame) -> Orientation:
+    """The autorotate transform of a decoded frame's display matrix (none when untagged)."""
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            matrix = struct.unpack("<9i", bytes(side_data)[:36])
+            return orientation_from_matrix(frame.rotation, matrix)
+    return Orientation()
+
+
+def orientation_from_rotation(counter_clockwise: float) -> Orientation:
+    """The geometry of a bare rotation angle (ffprobe's ``rotation``); flips are not known."""
+    return orientation_from_matrix(counter_clockwise, None)
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """The YUV->RGB matrix and range used for a source."""
+
+    matrix: str
+    full_range: bool
+
+
+def resolve_colour(colorspace: int, color_range: int, pix_fmt: str, height: int) -> ColourTags:
+    """The stream's own matrix and range; untagged: BT.709 from 720 lines up, else BT.601.
+
+    An untagged range is limited, except for the full-range ``yuvj*`` formats.
+    """
+    matrix = MATRIX_BY_AVCOL_SPC.get(colorspace) or ("bt709" if height >= 720 else "bt601")
+    if color_range in (AVCOL_RANGE_MPEG, AVCOL_RANGE_JPEG):
+        return ColourTags(matrix, color_range == AVCOL_RANGE_JPEG)
+    return ColourTags(matrix, pix_fmt.startswith("yuvj"))
+
+
+def colour_codes_from_names(color_space: str | None, color_range: str | None) -> tuple[int, int]:
+    """ffprobe's ``color_space``/``color_range`` names as AVColorSpace/AVColorRange codes."""
+    matrix = MATRIX_BY_NAME.get(color_space or "")
+    codes = {name: code for code, name in MATRIX_BY_AVCOL_SPC.items()}
+    return codes.get(matrix, 2), RANGE_BY_NAME.get(color_range or "", 0)
+
+
+class FrameConverter:
+    """Converts a clip's frames the way the ffmpeg CLI does, one sampled frame at a time.
+
+    Built lazily from the first frame, which fixes the orientation, the output geometry and the
+    colour tags (the CLI also configures from its first frame). A later frame with another size
+    or format gets a new graph that scales it to the established geometry, as the CLI's
+    autoscale does.
+    """
+
+    def __init__(self, inference_size: int | None, threads: int = 1):
+        self.inference_size = inference_size
+        self.threads = threads
+        self.facts: SourceFacts | None = None
+        self.colour: ColourTags | None = None
+        self._orientation = Orientation()
+        self._graph: av.filter.Graph | None = None
+        self._graph_key: tuple | None = None
+
+    def convert(self, frame: av.VideoFrame, index: int) -> DecodedFrame:
+        """The sampled planes of ``frame``, which is frame ``index`` of the clip."""
+        if self.facts is None:
+            self._learn(frame)
+        graph = self._graph_for(frame)
+        graph.push(frame)
+        converted = graph.pull()
+        if self.inference_size is None:
+            return yuv420_decoded(index, converted)
+        return yuv444_decoded(index, converted, self.colour, self.threads)
+
+    def _learn(self, frame: av.VideoFrame) -> None:
+        self._orientation = orientation_of_frame(frame)
+        display_w, display_h = self._orientation.display_size(frame.width, frame.height)
+        width, height = display_w, display_h
+        if self.inference_size is not None:
+            width, height = inference_geometry(display_w, display_h, self.inference_size)
+        pix_fmt = frame.format.name
+        self.facts = SourceFacts(
+            width, height, display_w, display_h, pix_fmt, self._orientation.rotation
+        )
+        self.colour = resolve_colour(frame.colorspace, frame.color_range, pix_fmt, frame.height)
+
+    def _graph_for(self, frame: av.VideoFrame) -> av.filter.Graph:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._graph_key:
+            self._graph = self._build_graph(frame)
+            self._graph_key = key
+        return self._graph
+
+    def _build_graph(self, frame: av.VideoFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        graph.threads = self.threads
+        source = graph.add("buffer", _buffer_args(frame))
+        chain = [source]
+        for name, args in self._filters_for(frame):
+            chain.append(graph.add(name, args))
+        chain.append(graph.add("buffersink"))
+        graph.link_nodes(*chain)
+        graph.configure()
+        return graph
+
+    def _filters_for(self, frame: av.VideoFrame) -> list[tuple[str, str | None]]:
+        facts = self.facts
+        filters = list(self._orientation.filters)
+        oriented = self._orientation.display_size(frame.width, frame.height)
+        if self.inference_size is not None:
+            filters.append(("scale", f"w={facts.width}:h={facts.height}:flags={AREA_SCALE_FLAGS}"))
+            filters.append(("format", f"pix_fmts={INFERENCE_PIX_FMT}"))
+            return filters
+        if oriented != (facts.width, facts.height):
+            filters.append(("scale", f"w={facts.width}:h={facts.height}"))
+        filters.append(("format", f"pix_fmts={NATIVE_PIX_FMT}"))
+        return filters
+
+
+def _buffer_args(frame: av.VideoFrame) -> str:
+    return (
+        f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}"
+        f":time_base=1/25:pixel_aspect=1/1"
+        f":colorspace={frame.colorspace}:range={frame.color_range}"
+    )
+
+
+def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A compact copy of one plane, dropping the line padding past ``plane.line_size``."""
+    rows = np.frombuffer(plane, np.uint8, plane.height * plane.line_size)
+    rows = rows.reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width].copy()
+
+
+def yuv420_decoded(index: int, frame: av.VideoFrame) -> DecodedFrame:
+    """A native-mode frame: 8-bit Y plus U, V from a yuv420p frame."""
+    luma, u_plane, v_plane = (plane_array(plane) for plane in frame.planes)
+    return DecodedFrame(index=index, luma=luma, chroma=(u_plane, v_plane))
+
+
+def yuv444_decoded(
+    index: int, frame: av.VideoFrame, colour: ColourTags, threads: int = 1
+) -> DecodedFrame:
+    """An inference-mode frame: Y from a scaled yuv444p frame, RGB by the source's matrix."""
+    return DecodedFrame(
+        index=index, luma=plane_array(frame.planes[0]), rgb=rgb_from_yuv(frame, colour, threads)
+    )
+
+
+def rgb_from_yuv(frame: av.VideoFrame, colour: ColourTags, threads: int = 1) -> np.ndarray:
+    """``(H, W, 3)`` uint8 full-range RGB, converted by swscale with ``colour``'s matrix/range."""
+    rgb = frame.reformat(
+        format="rgb24",
+        src_colorspace=SWS_COLORSPACE[colour.matrix],
+        src_color_range="JPEG" if colour.full_range else "MPEG",
+        dst_color_range="JPEG",
+        interpolation=int(RGB_FLAGS),
+        threads=threads,
+    )
+    return rgb.to_ndarray()
+
+
+def frame_from_planes(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+    """An ``av.VideoFrame`` holding ``planes`` (uint8, or uint16 little-endian for 10-bit)."""
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, values in zip(frame.planes, planes, strict=True):
+        target = np.frombuffer(plane, np.uint8, plane.height * plane.line_size)
+        target = target.reshape(plane.height, plane.line_size)
+        source = values.view(np.uint8).reshape(values.shape[0], -1)
+        target[:, : source.shape[1]] = source
+    return frame

@@ -1,0 +1,415 @@
+"""The named-binary backend: a user-chosen ffmpeg decodes into a pipe, with no temp files.
+
+The command mirrors the in-process filter graph (autorotate, ``select`` for the sampled
+indices, ``scale=W:H:flags=area...`` in inference-size mode, then the output pixel format), so
+both backends return the same planes. Geometry for cutting the pipe into frames comes from the
+named ffprobe, or else from PyAV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .clips import ClipSource
+from .conversion import (
+    AREA_SCALE_FLAGS,
+    INFERENCE_PIX_FMT,
+    NATIVE_PIX_FMT,
+    ColourTags,
+    Orientation,
+    colour_codes_from_names,
+    frame_from_planes,
+    inference_geometry,
+    orientation_from_rotation,
+    orientation_of_frame,
+    resolve_colour,
+    rgb_from_yuv,
+)
+from .decoded import Deadline, DecodedFrame, ReadResult, SourceFacts
+from .errors import ConfigError, DecodeError
+from .pyav_decoder import describe_error, open_local
+from .rawvideo import RawReader, raw_plane_shapes
+
+STDERR_LINES = 8
+QUIET = ["-nostdin", "-hide_banner", "-loglevel", "error"]
+LOCAL_INPUT = ["-protocol_whitelist", "file"]
+
+
+def check_binary(name_or_path: str) -> str:
+    """The absolute path of a user-named ffmpeg/ffprobe; ``ConfigError`` if it cannot be run.
+
+    A bare name is looked up on ``PATH``; anything with a directory part must be an executable
+    file.
+    """
+    if not name_or_path or not str(name_or_path).strip():
+        raise ConfigError("empty ffmpeg/ffprobe binary name")
+    candidate = str(name_or_path)
+    if os.sep in candidate or (os.altsep and os.altsep in candidate):
+        path = Path(candidate).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"binary {candidate!r} not found")
+        if not os.access(path, os.X_OK):
+            raise ConfigError(f"binary {candidate!r} is not executable")
+        return str(path.absolute())
+    found = shutil.which(candidate)
+    if found is None:
+        raise ConfigError(f"binary {candidate!r} not found on PATH")
+    return found
+
+
+@dataclass
+class StreamProbe:
+    """What the pipe needs to know before decoding: coded geometry, rotation, format, tags."""
+
+    width: int
+    height: int
+    orientation: Orientation
+    pix_fmt: str
+    frames: int | None
+    colour: ColourTags
+
+
+def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamProbe:
+    """Geometry, rotation, frame count and colour tags from ffprobe's JSON."""
+    entries = (
+        "stream=width,height,nb_frames,pix_fmt,color_space,color_range:stream_side_data=rotation"
+    )
+    command = [ffprobe, "-v", "error", *LOCAL_INPUT, "-select_streams", "v:0"]
+    command += ["-show_entries", entries, "-of", "json", f"file:{path.absolute()}"]
+    stream = _first_stream(_run_text(command, deadline, path, "ffprobe"), path)
+    width, height = _positive_int(stream.get("width")), _positive_int(stream.get("height"))
+    if not width or not height:
+        raise DecodeError(f"{path}: ffprobe reports no video geometry")
+    pix_fmt = stream.get("pix_fmt") or "unknown"
+    colorspace, color_range = colour_codes_from_names(
+        stream.get("color_space"), stream.get("color_range")
+    )
+    return StreamProbe(
+        width,
+        height,
+        orientation_from_rotation(_rotation(stream)),
+        pix_fmt,
+        _positive_int(stream.get("nb_frames")),
+        resolve_colour(colorspace, color_range, pix_fmt, height),
+    )
+
+
+def _first_stream(text: str, path: Path) -> dict:
+    try:
+        streams = json.loads(text).get("streams") or []
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise DecodeError(f"{path}: ffprobe output is not JSON") from exc
+    if not streams:
+        raise DecodeError(f"{path}: has no video stream (ffprobe)")
+    return streams[0]
+
+
+def _rotation(stream: dict) -> float:
+    for side_data in stream.get("side_data_list") or []:
+        if "rotation" in side_data:
+            return float(side_data["rotation"])
+    return 0.0
+
+
+def _positive_int(value) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def probe_with_pyav(path: Path, max_pixels: int) -> StreamProbe:
+    """The same facts from PyAV: header geometry and frame count, then the first frame's
+    display matrix and colour tags."""
+    with open_local(path) as container:
+        stream = container.streams.video[0]
+        _check_pixels(path, stream.codec_context.width, stream.codec_context.height, max_pixels)
+        stream.codec_context.options = {"max_pixels": str(max_pixels)}
+        frames = stream.frames or None
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise DecodeError(
+                f"{path}: first frame did not decode ({describe_error(exc)})"
+            ) from exc
+        if first is None:
+            raise DecodeError(f"{path}: no video frames could be decoded")
+        colour = resolve_colour(
+            first.colorspace, first.color_range, first.format.name, first.height
+        )
+        return StreamProbe(
+            first.width,
+            first.height,
+            orientation_of_frame(first),
+            first.format.name,
+            frames,
+            colour,
+        )
+
+
+def probe_raw(source: ClipSource) -> StreamProbe:
+    """A raw file's declared geometry; raw data carries no rotation or colour tags."""
+    width, height = int(source.raw_width), int(source.raw_height)
+    pix_fmt = source.raw_pix_fmt or "yuv420p"
+    return StreamProbe(
+        width, height, Orientation(), pix_fmt, None, resolve_colour(2, 0, pix_fmt, height)
+    )
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"{path}: stream header claims {width}x{height}, more than the "
+            f"{max_pixels}-pixel limit; not decoded"
+        )
+
+
+def _run_text(command: list[str], deadline: Deadline, path: Path, tool: str) -> str:
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=deadline.remaining(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise deadline.error() from exc
+    except OSError as exc:
+        raise DecodeError(f"{path}: {tool} could not be run ({exc.strerror})") from exc
+    if done.returncode != 0:
+        tail = _tail(done.stderr.decode(errors="replace").splitlines())
+        raise DecodeError(f"{path}: {tool} exited with status {done.returncode}: {tail}")
+    return done.stdout.decode(errors="replace")
+
+
+def _tail(lines) -> str:
+    kept = [line.strip() for line in lines if line.strip()][-STDERR_LINES:]
+    return " | ".join(kept) or "(no message)"
+
+
+class PipeReader:
+    """Reads sampled frames through a named ffmpeg binary writing raw frames to a pipe."""
+
+    def __init__(
+        self,
+        source: ClipSource,
+        ffmpeg: str,
+        ffprobe: str | None,
+        inference_size: int | None,
+        deadline: Deadline,
+        max_pixels: int,
+    ):
+        self.path = Path(source.path)
+        self.ffmpeg = ffmpeg
+        self.decoder = f"ffmpeg-binary:{ffmpeg}"
+        self.inference_size = inference_size
+        self.deadline = deadline
+        self._raw_length = None
+        if source.is_raw:
+            self._raw_length = RawReader(source, inference_size, deadline, max_pixels).length
+            self._raw_input = ["-f", "rawvideo", "-video_size"]
+            self._raw_input += [f"{source.raw_width}x{source.raw_height}"]
+            self._raw_input += ["-pix_fmt", source.raw_pix_fmt or "yuv420p"]
+            self.probe = probe_raw(source)
+        else:
+            self._raw_input = []
+            self.probe = self._probe_container(ffprobe, max_pixels)
+        self.facts = self._facts()
+        self.length_is_exact = self._raw_length is not None
+
+    def _probe_container(self, ffprobe: str | None, max_pixels: int) -> StreamProbe:
+        if ffprobe is None:
+            return probe_with_pyav(self.path, max_pixels)
+        probe = probe_with_ffprobe(ffprobe, self.path, self.deadline)
+        _check_pixels(self.path, probe.width, probe.height, max_pixels)
+        return probe
+
+    def _facts(self) -> SourceFacts:
+        probe = self.probe
+        display_w, display_h = probe.orientation.display_size(probe.width, probe.height)
+        width, height = display_w, display_h
+        if self.inference_size is not None:
+            width, height = inference_geometry(display_w, display_h, self.inference_size)
+        return SourceFacts(
+            width, height, display_w, display_h, probe.pix_fmt, probe.orientation.rotation
+        )
+
+    def known_length(self) -> int | None:
+        return self._raw_length if self._raw_length is not None else self.probe.frames
+
+    def count_frames(self) -> int:
+        """Video packets counted by PyAV's demuxer (no decoding); exact for raw files."""
+        if self._raw_length is not None:
+            return self._raw_length
+        count = 0
+        with open_local(self.path) as container:
+            for packet in container.demux(container.streams.video[0]):
+                self.deadline.check()
+                count += packet.size > 0
+        return count
+
+    def close(self) -> None:
+        """Nothing stays open between passes."""
+
+    def read(self, indices: list[int], stop_after: int) -> ReadResult:
+        """Run ffmpeg once, selecting ``indices`` and frame ``stop_after - 1`` (which shows
+        whether the clip is at least that long)."""
+        selected = sorted(set(indices) | {stop_after - 1})
+        wanted = set(indices)
+        frames: dict[int, DecodedFrame] = {}
+
+        def keep(position: int, chunk: bytes) -> None:
+            index = selected[position]
+            if index in wanted:
+                frames[index] = self._decoded(index, chunk)
+
+        received = self._stream_frames(self._decode_command(selected), len(selected), keep)
+        if received == len(selected):
+            return ReadResult(frames, stop_after, False, self.facts)
+        return ReadResult(frames, self._count_decoded(), True, self.facts)
+
+    def _input(self) -> list[str]:
+        return [*self._raw_input, *LOCAL_INPUT, "-i", f"file:{self.path.absolute()}"]
+
+    def _decode_command(self, selected: list[int]) -> list[str]:
+        terms = "+".join(f"eq(n,{index})" for index in selected)
+        filters = [f"select='{terms}'"]
+        pix_fmt = NATIVE_PIX_FMT
+        if self.inference_size is not None:
+            filters.append(
+                f"scale=w={self.facts.width}:h={self.facts.height}:flags={AREA_SCALE_FLAGS}"
+            )
+            pix_fmt = INFERENCE_PIX_FMT
+        return [
+            self.ffmpeg,
+            *QUIET,
+            *self._input(),
+            "-map",
+            "0:v:0",
+            "-vf",
+            ",".join(filters),
+            "-frames:v",
+            str(len(selected)),
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            pix_fmt,
+            "pipe:1",
+        ]
+
+    def _frame_bytes(self) -> int:
+        if self.inference_size is not None:
+            return 3 * self.facts.width * self.facts.height
+        shapes = raw_plane_shapes(self.facts.width, self.facts.height)
+        return sum(rows * cols for rows, cols in shapes)
+
+    def _decoded(self, index: int, chunk: bytes) -> DecodedFrame:
+        width, height = self.facts.width, self.facts.height
+        samples = np.frombuffer(chunk, np.uint8)
+        if self.inference_size is None:
+            planes = _split(samples, raw_plane_shapes(width, height))
+            return DecodedFrame(index=index, luma=planes[0], chroma=(planes[1], planes[2]))
+        planes = _split(samples, [(height, width)] * 3)
+        frame = frame_from_planes(planes, INFERENCE_PIX_FMT)
+        return DecodedFrame(index=index, luma=planes[0], rgb=rgb_from_yuv(frame, self.probe.colour))
+
+    def _stream_frames(self, command: list[str], expected: int, on_frame) -> int:
+        """Run ``command``, hand each frame-sized chunk of its stdout to ``on_frame``."""
+        frame_bytes = self._frame_bytes()
+        with _Supervised(command, self.deadline, self.path) as process:
+            received = 0
+            while received < expected:
+                chunk = process.stdout.read(frame_bytes)
+                if len(chunk) < frame_bytes:
+                    break
+                on_frame(received, chunk)
+                received += 1
+        if received == 0 and process.returncode != 0:
+            raise DecodeError(
+                f"{self.path}: ffmpeg exited with status {process.returncode} and no frames: "
+                f"{process.stderr_tail()}"
+            )
+        return received
+
+    def _count_decoded(self) -> int:
+        """Decoded frames in the whole clip, counted by ffmpeg itself (one CRC line per frame);
+        needed only when a clip turns out shorter than its header or the head window."""
+        command = [self.ffmpeg, *QUIET, *self._input(), "-map", "0:v:0"]
+        command += ["-fps_mode", "passthrough", "-f", "framecrc", "-"]
+        text = _run_text(command, self.deadline, self.path, "ffmpeg")
+        return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def _split(samples: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    planes, start = [], 0
+    for rows, cols in shapes:
+        planes.append(samples[start : start + rows * cols].reshape(rows, cols).copy())
+        start += rows * cols
+    return planes
+
+
+class _Supervised:
+    """An ffmpeg process whose stderr is drained in the background and which is killed when the
+    deadline passes; raises the deadline's ``DecodeError`` on exit if it was killed for it."""
+
+    def __init__(self, command: list[str], deadline: Deadline, path: Path):
+        self.command, self.deadline, self.path = command, deadline, path
+        self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
+        self.timed_out = False
+        self.returncode: int | None = None
+
+    def __enter__(self):
+        try:
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise DecodeError(f"{self.path}: ffmpeg could not be run ({exc.strerror})") from exc
+        self.stdout = self._process.stdout
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+        remaining = self.deadline.remaining()
+        self._timer = (
+            threading.Timer(max(0.0, remaining), self._kill) if remaining is not None else None
+        )
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr.append(line.decode(errors="replace").rstrip())
+
+    def _kill(self) -> None:
+        self.timed_out = True
+        self._process.kill()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stdout.close()  # an unread rest makes ffmpeg stop with EPIPE instead of blocking
+        self.returncode = self._process.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._drain.join()
+        self._process.stderr.close()
+        if self.timed_out:
+            raise self.deadline.error()
+
+    def stderr_tail(self) -> str:
+        return _tail(self._stderr)

@@ -1,0 +1,169 @@
+"""The default backend: containers decoded in-process by PyAV, with no temp files.
+
+Sources are opened strictly as local files (``file:`` URL, ``protocol_whitelist=file``), so a
+file named ``concat:a|b`` is read as itself and a playlist cannot fetch anything; playlist
+demuxers are refused outright. Frames are decoded sequentially, only sampled ones are converted,
+and decoding stops after the last frame a pass needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+
+from .conversion import FrameConverter
+from .decoded import Deadline, DecodedFrame, ReadResult
+from .errors import DecodeError
+
+LOCAL_ONLY = {"protocol_whitelist": "file"}
+PLAYLIST_FORMATS = {"hls", "dash", "concat", "ffconcat"}
+DECODER_NAME = "pyav"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line cause for a PyAV or OS error, without FFmpeg's errno noise."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def open_local(path: Path) -> av.container.InputContainer:
+    """Open ``path`` as a local media file with at least one video stream."""
+    try:
+        container = av.open(f"file:{path.absolute()}", container_options=LOCAL_ONLY)
+    except FileNotFoundError as exc:
+        raise DecodeError(f"{path}: file not found") from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{path}: not a readable media file ({describe_error(exc)})") from exc
+    if PLAYLIST_FORMATS & set(container.format.name.split(",")):
+        container.close()
+        raise DecodeError(
+            f"{path}: is a {container.format.name} playlist; only media files are decoded"
+        )
+    if not container.streams.video:
+        container.close()
+        raise DecodeError(f"{path}: has no video stream")
+    return container
+
+
+class PyAVReader:
+    """Reads sampled frames of a container's first video stream."""
+
+    decoder = DECODER_NAME
+    length_is_exact = False
+
+    def __init__(
+        self,
+        path: Path,
+        inference_size: int | None,
+        deadline: Deadline,
+        max_pixels: int,
+        threads: int = 1,
+    ):
+        self.path = path
+        self.inference_size = inference_size
+        self.deadline = deadline
+        self.max_pixels = max_pixels
+        self.threads = threads
+        self._unread = open_local(path)  # kept for the first pass, which needs it anyway
+        try:
+            self._header_frames = self._check_header(self._unread.streams.video[0])
+        except DecodeError:
+            self.close()
+            raise
+
+    def _check_header(self, stream: av.video.VideoStream) -> int | None:
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > self.max_pixels:
+            raise DecodeError(
+                f"{self.path}: stream header claims {width}x{height}, more than the "
+                f"{self.max_pixels}-pixel limit; not decoded"
+            )
+        return stream.frames or None
+
+    def _open(self) -> av.container.InputContainer:
+        container, self._unread = self._unread, None
+        return container if container is not None else open_local(self.path)
+
+    def close(self) -> None:
+        """Release the container opened for the header check if no pass used it."""
+        if self._unread is not None:
+            self._unread.close()
+            self._unread = None
+
+    def known_length(self) -> int | None:
+        """The frame count the container header states, if it states one."""
+        return self._header_frames
+
+    def count_frames(self) -> int:
+        """Count the video packets by demuxing only (no decoding)."""
+        count = 0
+        with self._open() as container:
+            stream = container.streams.video[0]
+            try:
+                for packet in container.demux(stream):
+                    self.deadline.check()
+                    count += packet.size > 0
+            except av.error.FFmpegError:
+                pass  # a damaged tail ends the count, as it ends decoding
+        return count
+
+    def read(self, indices: list[int], stop_after: int) -> ReadResult:
+        """Decode frames ``0 .. stop_after-1`` in order, converting those in ``indices``."""
+        wanted = set(indices)
+        converter = FrameConverter(self.inference_size, self.threads)
+        result = ReadResult(frames={}, frames_seen=0, reached_end=False, facts=None)
+        with self._open() as container:
+            stream = self._prepare_stream(container)
+            for frame in self._frames(container, stream, result.errors):
+                index = result.frames_seen
+                result.frames_seen += 1
+                if index in wanted:
+                    result.frames[index] = self._convert(converter, frame, index)
+                if result.frames_seen >= stop_after:
+                    break
+            else:
+                result.reached_end = True
+        result.facts = converter.facts
+        return result
+
+    def _prepare_stream(self, container: av.container.InputContainer) -> av.video.VideoStream:
+        stream = container.streams.video[0]
+        stream.thread_count = self.threads
+        # The decoder refuses frames past the limit even if the header understated them.
+        stream.codec_context.options = {"max_pixels": str(self.max_pixels)}
+        return stream
+
+    def _frames(self, container, stream, errors: list[str]):
+        """Decoded frames in order; damaged packets are skipped and a damaged tail ends the
+        stream, as the ffmpeg CLI does, with the causes kept in ``errors``."""
+        packets = container.demux(stream)
+        while True:
+            self.deadline.check()
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                errors.append(f"demux: {describe_error(exc)}")
+                return
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                errors.append(f"decode: {describe_error(exc)}")
+                if _is_fatal(exc):
+                    return
+                continue
+            yield from decoded
+
+    def _convert(self, converter: FrameConverter, frame, index: int) -> DecodedFrame:
+        try:
+            return converter.convert(frame, index)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise DecodeError(
+                f"{self.path}: frame {index} could not be converted ({describe_error(exc)})"
+            ) from exc
+
+
+def _is_fatal(exc: av.error.FFmpegError) -> bool:
+    """Errors after which the decoder cannot go on (it could not even be opened)."""
+    return "avcodec_open2" in str(exc)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: generated clips and the reference-pipeline oracle."""
