@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.clips import make_clip, make_raw_yuv
+from support.clips import ffmpeg_exe, make_clip, make_flat_rgb_clip, make_raw_yuv
 
 from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.decoding import decode_clip, inference_geometry
@@ -203,3 +203,16 @@ def test_flat_colour_converts_with_the_streams_matrix_and_range(
             if (other, other_range) != (matrix, full):
                 assert np.abs(got - expected_rgb(FLAT_YUV, other, other_range)).max() > 2
     assert np.unique(frame.luma).tolist() == [FLAT_YUV[0]]
+
+
+@pytest.mark.parametrize("height", [48, 720])
+def test_rgb_source_keeps_its_colour_in_inference_mode(clip_dir, height):
+    """An RGB stream is scaled through YUV and back with one matrix, whatever its size."""
+    width = height * 16 // 9 if height >= 720 else 64
+    path = make_flat_rgb_clip(clip_dir / f"rgb_{height}.mkv", width, height, (200, 100, 50))
+    plan = SamplingPlan(max_frames=1, inference_size=32)
+    for ffmpeg_bin in (None, ffmpeg_exe()):
+        decoded = decode_clip(ClipSource(path), plan, ffmpeg_bin=ffmpeg_bin)
+        assert decoded.pix_fmt == "bgr0"
+        rgb = decoded.frames[0].rgb.reshape(-1, 3).astype(int)
+        assert np.abs(rgb - [200, 100, 50]).max() <= 1

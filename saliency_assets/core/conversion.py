@@ -28,24 +28,42 @@ AREA_SCALE_FLAGS = "area+accurate_rnd+bitexact"
 # The YUV->RGB step runs on the small scaled frame, where exact rounding costs nothing.
 RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
 
-# AVColorSpace codes -> the matrix name used here; anything else counts as untagged.
-MATRIX_BY_AVCOL_SPC = {1: "bt709", 4: "fcc", 5: "bt601", 6: "bt601", 7: "smpte240m", 9: "bt2020"}
-MATRIX_BY_AVCOL_SPC[10] = "bt2020"  # constant-luminance BT.2020: nearest matrix available
-MATRIX_BY_NAME = {
-    "bt709": "bt709",
-    "fcc": "fcc",
-    "bt470bg": "bt601",
-    "smpte170m": "bt601",
-    "smpte240m": "smpte240m",
-    "bt2020nc": "bt2020",
-    "bt2020c": "bt2020",
+# AVColorSpace codes -> the matrix used; anything else counts as untagged. Constant-luminance
+# BT.2020 (10) has no matrix form; its non-constant-luminance matrix is the nearest.
+MATRIX_BY_AVCOL_SPC = {
+    1: "bt709",
+    4: "fcc",
+    5: "bt601",
+    6: "bt601",
+    7: "smpte240m",
+    9: "bt2020",
+    10: "bt2020",
 }
+# ffprobe's color_space names -> AVColorSpace codes.
+AVCOL_SPC_BY_NAME = {
+    "bt709": 1,
+    "fcc": 4,
+    "bt470bg": 5,
+    "smpte170m": 6,
+    "smpte240m": 7,
+    "bt2020nc": 9,
+    "bt2020c": 10,
+}
+AVCOL_SPC_UNSPECIFIED = 2
 SWS_COLORSPACE = {
     "bt709": "ITU709",
     "bt601": "ITU601",
     "bt2020": "BT2020",
     "smpte240m": "SMPTE240M",
     "fcc": "FCC",
+}
+# The same matrices as named by the scale filter's in_/out_color_matrix options.
+SCALE_MATRIX = {
+    "bt709": "bt709",
+    "bt601": "bt601",
+    "bt2020": "bt2020",
+    "smpte240m": "smpte240m",
+    "fcc": "fcc",
 }
 AVCOL_RANGE_MPEG, AVCOL_RANGE_JPEG = 1, 2
 RANGE_BY_NAME = {"tv": AVCOL_RANGE_MPEG, "pc": AVCOL_RANGE_JPEG}
@@ -141,9 +159,10 @@ def resolve_colour(colorspace: int, color_range: int, pix_fmt: str, height: int)
 
 def colour_codes_from_names(color_space: str | None, color_range: str | None) -> tuple[int, int]:
     """ffprobe's ``color_space``/``color_range`` names as AVColorSpace/AVColorRange codes."""
-    matrix = MATRIX_BY_NAME.get(color_space or "")
-    codes = {name: code for code, name in MATRIX_BY_AVCOL_SPC.items()}
-    return codes.get(matrix, 2), RANGE_BY_NAME.get(color_range or "", 0)
+    return (
+        AVCOL_SPC_BY_NAME.get(color_space or "", AVCOL_SPC_UNSPECIFIED),
+        RANGE_BY_NAME.get(color_range or "", 0),
+    )
 
 
 class FrameConverter:
@@ -211,13 +230,29 @@ class FrameConverter:
         filters = list(self._orientation.filters)
         oriented = self._orientation.display_size(frame.width, frame.height)
         if self.inference_size is not None:
-            filters.append(("scale", f"w={facts.width}:h={facts.height}:flags={AREA_SCALE_FLAGS}"))
+            filters.append(("scale", inference_scale_args(facts.width, facts.height, self.colour)))
             filters.append(("format", f"pix_fmts={INFERENCE_PIX_FMT}"))
             return filters
         if oriented != (facts.width, facts.height):
             filters.append(("scale", f"w={facts.width}:h={facts.height}"))
         filters.append(("format", f"pix_fmts={NATIVE_PIX_FMT}"))
         return filters
+
+
+def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:
+    """Arguments of the inference-size ``scale`` filter, for the graph and the binary alike.
+
+    Input and output matrix and range are both pinned to ``colour``: a YUV source passes
+    through without a matrix change even when untagged (where swscale alone would assume
+    BT.601), and an RGB source is turned into the YUV that :func:`rgb_from_yuv` will undo.
+    """
+    matrix = SCALE_MATRIX[colour.matrix]
+    value_range = "pc" if colour.full_range else "tv"
+    return (
+        f"w={width}:h={height}:flags={AREA_SCALE_FLAGS}"
+        f":in_color_matrix={matrix}:out_color_matrix={matrix}"
+        f":in_range={value_range}:out_range={value_range}"
+    )
 
 
 def _buffer_args(frame: av.VideoFrame) -> str:

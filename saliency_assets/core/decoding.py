@@ -62,8 +62,9 @@ def _open_reader(source, plan, ffmpeg_bin, ffprobe_bin, deadline, max_pixels, th
     _check_raw_geometry(source)
     if ffmpeg_bin is not None:
         ffprobe = check_binary(ffprobe_bin) if ffprobe_bin is not None else None
+        ffmpeg = check_binary(ffmpeg_bin)
         return PipeReader(
-            source, check_binary(ffmpeg_bin), ffprobe, plan.inference_size, deadline, max_pixels
+            source, ffmpeg, ffprobe, plan.inference_size, deadline, max_pixels, threads
         )
     if source.is_raw:
         return RawReader(source, plan.inference_size, deadline, max_pixels, threads)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .clips import ClipSource
 from .conversion import (
-    AREA_SCALE_FLAGS,
+    AVCOL_SPC_UNSPECIFIED,
     INFERENCE_PIX_FMT,
     NATIVE_PIX_FMT,
     ColourTags,
@@ -30,6 +30,7 @@ from .conversion import (
     colour_codes_from_names,
     frame_from_planes,
     inference_geometry,
+    inference_scale_args,
     orientation_from_rotation,
     orientation_of_frame,
     resolve_colour,
@@ -163,7 +164,12 @@ def probe_raw(source: ClipSource) -> StreamProbe:
     width, height = int(source.raw_width), int(source.raw_height)
     pix_fmt = source.raw_pix_fmt or "yuv420p"
     return StreamProbe(
-        width, height, Orientation(), pix_fmt, None, resolve_colour(2, 0, pix_fmt, height)
+        width,
+        height,
+        Orientation(),
+        pix_fmt,
+        None,
+        resolve_colour(AVCOL_SPC_UNSPECIFIED, 0, pix_fmt, height),
     )
 
 
@@ -210,9 +216,11 @@ class PipeReader:
         inference_size: int | None,
         deadline: Deadline,
         max_pixels: int,
+        threads: int = 1,
     ):
         self.path = Path(source.path)
         self.ffmpeg = ffmpeg
+        self.threads = threads
         self.decoder = f"ffmpeg-binary:{ffmpeg}"
         self.inference_size = inference_size
         self.deadline = deadline
@@ -281,16 +289,16 @@ class PipeReader:
         return ReadResult(frames, self._count_decoded(), True, self.facts)
 
     def _input(self) -> list[str]:
-        return [*self._raw_input, *LOCAL_INPUT, "-i", f"file:{self.path.absolute()}"]
+        threads = ["-threads", str(self.threads), "-filter_threads", str(self.threads)]
+        return [*threads, *self._raw_input, *LOCAL_INPUT, "-i", f"file:{self.path.absolute()}"]
 
     def _decode_command(self, selected: list[int]) -> list[str]:
         terms = "+".join(f"eq(n,{index})" for index in selected)
         filters = [f"select='{terms}'"]
         pix_fmt = NATIVE_PIX_FMT
         if self.inference_size is not None:
-            filters.append(
-                f"scale=w={self.facts.width}:h={self.facts.height}:flags={AREA_SCALE_FLAGS}"
-            )
+            scale = inference_scale_args(self.facts.width, self.facts.height, self.probe.colour)
+            filters.append(f"scale={scale}")
             pix_fmt = INFERENCE_PIX_FMT
         return [
             self.ffmpeg,

@@ -128,9 +128,19 @@ class PyAVReader:
 
     def _prepare_stream(self, container: av.container.InputContainer) -> av.video.VideoStream:
         stream = container.streams.video[0]
-        stream.thread_count = self.threads
+        context = stream.codec_context
+        context.thread_count = self.threads
+        if self.threads != 1:
+            context.thread_type = "AUTO"
         # The decoder refuses frames past the limit even if the header understated them.
-        stream.codec_context.options = {"max_pixels": str(self.max_pixels)}
+        context.options = {"max_pixels": str(self.max_pixels)}
+        try:
+            context.open(strict=False)
+        except av.error.FFmpegError as exc:
+            raise DecodeError(
+                f"{self.path}: the {context.name} decoder could not be opened "
+                f"({describe_error(exc)})"
+            ) from exc
         return stream
 
     def _frames(self, container, stream, errors: list[str]):
@@ -150,8 +160,6 @@ class PyAVReader:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 errors.append(f"decode: {describe_error(exc)}")
-                if _is_fatal(exc):
-                    return
                 continue
             yield from decoded
 
@@ -162,8 +170,3 @@ class PyAVReader:
             raise DecodeError(
                 f"{self.path}: frame {index} could not be converted ({describe_error(exc)})"
             ) from exc
-
-
-def _is_fatal(exc: av.error.FFmpegError) -> bool:
-    """Errors after which the decoder cannot go on (it could not even be opened)."""
-    return "avcodec_open2" in str(exc)

@@ -62,7 +62,7 @@ def has_encoder(codec: str) -> bool:
 
 def chroma_shape(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     """(rows, columns) of a chroma plane; 4:2:0 rounds up like FFmpeg."""
-    if pix_fmt.startswith("yuv444"):
+    if pix_fmt.startswith(("yuv444", "yuvj444")):
         return height, width
     return (height + 1) // 2, (width + 1) // 2
 
@@ -197,6 +197,22 @@ def _write_tone(container, stream, seconds: float) -> None:
         frame.sample_rate, frame.pts = rate, start
         _encode(container, stream, frame)
     _encode(container, stream, None)
+
+
+def make_flat_rgb_clip(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path:
+    """One lossless FFV1 frame of a flat RGB colour (stored as packed ``bgr0``)."""
+    path = Path(path)
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[..., :3] = rgb[::-1]
+    with av.open(str(path), "w") as container:
+        stream = _add_video_stream(container, "ffv1", width, height, "bgr0", False)
+        frame = av.VideoFrame(width, height, "bgr0")
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8, plane.height * plane.line_size)
+        rows.reshape(height, plane.line_size)[:, : width * 4] = pixels.reshape(height, -1)
+        _encode(container, stream, _timed(frame, 0))
+        _encode(container, stream, None)
+    return path
 
 
 def make_audio_only(path: Path, seconds: float = 0.2) -> Path:
