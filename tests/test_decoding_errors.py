@@ -210,13 +210,19 @@ def test_binary_backend_reports_unreadable_input(clip_dir):
         decode_clip(ClipSource(garbage, 64, 48, "yuv420p"), PLAN, ffmpeg_bin=ffmpeg_exe())
 
 
-def test_named_ffprobe_supplies_geometry_and_rotation(clip_dir):
+def test_named_ffprobe_supplies_geometry_and_rotation_of_the_real_video_stream(clip_dir):
     clip = make_clip(clip_dir / "for_ffprobe.mp4", 64, 48, 4, rotation=90)
-    probe_json = (
-        '{"programs": [], "streams": [{"width": 64, "height": 48, "pix_fmt": "yuv420p", '
-        '"nb_frames": "4", "color_range": "tv", "color_space": "bt709", '
-        '"side_data_list": [{"side_data_type": "Display Matrix", "rotation": 90}]}]}'
+    cover_art = (
+        '{"index": 1, "width": 600, "height": 600, "pix_fmt": "yuvj444p", '
+        '"disposition": {"default": 1, "attached_pic": 1}}'
     )
+    video = (
+        '{"index": 0, "width": 64, "height": 48, "pix_fmt": "yuv420p", "nb_frames": "4", '
+        '"color_range": "tv", "color_space": "bt709", '
+        '"disposition": {"default": 0, "attached_pic": 0}, '
+        '"side_data_list": [{"side_data_type": "Display Matrix", "rotation": 90}]}'
+    )
+    probe_json = f'{{"programs": [], "streams": [{cover_art}, {video}]}}'
     fake = write_script(clip_dir / "fake-ffprobe", f"cat <<'EOF'\n{probe_json}\nEOF\n")
     source = ClipSource(clip)
     piped = decode_clip(source, PLAN, ffmpeg_bin=ffmpeg_exe(), ffprobe_bin=str(fake))

@@ -15,6 +15,7 @@ from support.clips import (
     ffmpeg_exe,
     has_encoder,
     make_clip,
+    make_multi_video_clip,
     make_raw_yuv,
     tag_rotation_with_binary,
 )
@@ -160,6 +161,17 @@ def test_spread_frames_are_the_binary_frames_at_the_spread_indices(container_cli
     reference = binary_yuv420p_frames(path, 65, 49, 8)
     for frame in decoded.frames:
         np.testing.assert_array_equal(frame.luma, reference[frame.index][0])
+
+
+@pytest.mark.parametrize(("suffix", "chosen"), [(".mkv", (64, 48)), (".mp4", (32, 24))])
+def test_stream_choice_follows_the_binary_default_selection(clip_dir, suffix, chosen):
+    """Most pixels wins, unless another stream has the default disposition (MP4 marks the
+    first one default; Matroska as written here marks none)."""
+    path = make_multi_video_clip(clip_dir / f"two_streams{suffix}", [(32, 24), (64, 48)], 3)
+    decoded = decode_clip(ClipSource(path), ALL_FRAMES)
+    assert (decoded.width, decoded.height) == chosen
+    assert_matches_binary(decoded, binary_yuv420p_frames(path, *chosen, 8))
+    assert_same_clip(decode_clip(ClipSource(path), ALL_FRAMES, ffmpeg_bin=ffmpeg_exe()), decoded)
 
 
 PIPE_CASES = [

@@ -57,14 +57,6 @@ SWS_COLORSPACE = {
     "smpte240m": "SMPTE240M",
     "fcc": "FCC",
 }
-# The same matrices as named by the scale filter's in_/out_color_matrix options.
-SCALE_MATRIX = {
-    "bt709": "bt709",
-    "bt601": "bt601",
-    "bt2020": "bt2020",
-    "smpte240m": "smpte240m",
-    "fcc": "fcc",
-}
 AVCOL_RANGE_MPEG, AVCOL_RANGE_JPEG = 1, 2
 RANGE_BY_NAME = {"tv": AVCOL_RANGE_MPEG, "pc": AVCOL_RANGE_JPEG}
 
@@ -168,10 +160,9 @@ def colour_codes_from_names(color_space: str | None, color_range: str | None) ->
 class FrameConverter:
     """Converts a clip's frames the way the ffmpeg CLI does, one sampled frame at a time.
 
-    Built lazily from the first frame, which fixes the orientation, the output geometry and the
-    colour tags (the CLI also configures from its first frame). A later frame with another size
-    or format gets a new graph that scales it to the established geometry, as the CLI's
-    autoscale does.
+    Set up by the first frame it converts, which fixes the orientation (a stream property), the
+    output geometry and the colour tags. A later frame with another size or format gets a new
+    graph that scales it to the established geometry, as the CLI's autoscale does.
     """
 
     def __init__(self, inference_size: int | None, threads: int = 1):
@@ -246,7 +237,7 @@ def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:
     through without a matrix change even when untagged (where swscale alone would assume
     BT.601), and an RGB source is turned into the YUV that :func:`rgb_from_yuv` will undo.
     """
-    matrix = SCALE_MATRIX[colour.matrix]
+    matrix = colour.matrix  # our matrix names are the scale filter's names too
     value_range = "pc" if colour.full_range else "tv"
     return (
         f"w={width}:h={height}:flags={AREA_SCALE_FLAGS}"

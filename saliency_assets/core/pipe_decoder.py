@@ -38,7 +38,7 @@ from .conversion import (
 )
 from .decoded import Deadline, DecodedFrame, ReadResult, SourceFacts
 from .errors import ConfigError, DecodeError
-from .pyav_decoder import describe_error, open_local
+from .pyav_decoder import describe_error, open_local, pick_video_stream, video_stream_score
 from .rawvideo import RawReader, raw_plane_shapes
 
 STDERR_LINES = 8
@@ -78,16 +78,19 @@ class StreamProbe:
     pix_fmt: str
     frames: int | None
     colour: ColourTags
+    stream_map: str = "0:v:0"  # the -map argument selecting the probed stream
 
 
 def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamProbe:
-    """Geometry, rotation, frame count and colour tags from ffprobe's JSON."""
+    """Geometry, rotation, frame count and colour tags from ffprobe's JSON, for the video
+    stream the ffmpeg CLI would pick."""
     entries = (
-        "stream=width,height,nb_frames,pix_fmt,color_space,color_range:stream_side_data=rotation"
+        "stream=index,width,height,nb_frames,pix_fmt,color_space,color_range"
+        ":stream_disposition=default,attached_pic:stream_side_data=rotation"
     )
-    command = [ffprobe, "-v", "error", *LOCAL_INPUT, "-select_streams", "v:0"]
+    command = [ffprobe, "-v", "error", *LOCAL_INPUT, "-select_streams", "v"]
     command += ["-show_entries", entries, "-of", "json", f"file:{path.absolute()}"]
-    stream = _first_stream(_run_text(command, deadline, path, "ffprobe"), path)
+    stream = _chosen_stream(_run_text(command, deadline, path, "ffprobe"), path)
     width, height = _positive_int(stream.get("width")), _positive_int(stream.get("height"))
     if not width or not height:
         raise DecodeError(f"{path}: ffprobe reports no video geometry")
@@ -102,17 +105,30 @@ def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamPr
         pix_fmt,
         _positive_int(stream.get("nb_frames")),
         resolve_colour(colorspace, color_range, pix_fmt, height),
+        _stream_map(stream),
     )
 
 
-def _first_stream(text: str, path: Path) -> dict:
+def _chosen_stream(text: str, path: Path) -> dict:
     try:
         streams = json.loads(text).get("streams") or []
     except (json.JSONDecodeError, AttributeError) as exc:
         raise DecodeError(f"{path}: ffprobe output is not JSON") from exc
-    if not streams:
-        raise DecodeError(f"{path}: has no video stream (ffprobe)")
-    return streams[0]
+    moving = [s for s in streams if not (s.get("disposition") or {}).get("attached_pic")]
+    if not moving:
+        raise DecodeError(f"{path}: has no video stream (ffprobe; cover art does not count)")
+    return max(moving, key=_ffprobe_stream_score)
+
+
+def _ffprobe_stream_score(stream: dict) -> int:
+    width, height = _positive_int(stream.get("width")), _positive_int(stream.get("height"))
+    is_default = bool((stream.get("disposition") or {}).get("default"))
+    return video_stream_score(width or 0, height or 0, is_default)
+
+
+def _stream_map(stream: dict) -> str:
+    index = stream.get("index")
+    return f"0:{index}" if isinstance(index, int) else "0:v:0"
 
 
 def _rotation(stream: dict) -> float:
@@ -134,7 +150,7 @@ def probe_with_pyav(path: Path, max_pixels: int) -> StreamProbe:
     """The same facts from PyAV: header geometry and frame count, then the first frame's
     display matrix and colour tags."""
     with open_local(path) as container:
-        stream = container.streams.video[0]
+        stream = pick_video_stream(container)
         _check_pixels(path, stream.codec_context.width, stream.codec_context.height, max_pixels)
         stream.codec_context.options = {"max_pixels": str(max_pixels)}
         frames = stream.frames or None
@@ -156,6 +172,7 @@ def probe_with_pyav(path: Path, max_pixels: int) -> StreamProbe:
             first.format.name,
             frames,
             colour,
+            f"0:{stream.index}",
         )
 
 
@@ -263,7 +280,7 @@ class PipeReader:
             return self._raw_length
         count = 0
         with open_local(self.path) as container:
-            for packet in container.demux(container.streams.video[0]):
+            for packet in container.demux(pick_video_stream(container)):
                 self.deadline.check()
                 count += packet.size > 0
         return count
@@ -305,7 +322,7 @@ class PipeReader:
             *QUIET,
             *self._input(),
             "-map",
-            "0:v:0",
+            self.probe.stream_map,
             "-vf",
             ",".join(filters),
             "-frames:v",
@@ -356,7 +373,7 @@ class PipeReader:
     def _count_decoded(self) -> int:
         """Decoded frames in the whole clip, counted by ffmpeg itself (one CRC line per frame);
         needed only when a clip turns out shorter than its header or the head window."""
-        command = [self.ffmpeg, *QUIET, *self._input(), "-map", "0:v:0"]
+        command = [self.ffmpeg, *QUIET, *self._input(), "-map", self.probe.stream_map]
         command += ["-fps_mode", "passthrough", "-f", "framecrc", "-"]
         text = _run_text(command, self.deadline, self.path, "ffmpeg")
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))

@@ -26,22 +26,44 @@ def describe_error(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def video_stream_score(width: int, height: int, is_default: bool) -> int:
+    """The ffmpeg CLI's automatic choice of video stream (ffmpeg_mux_init.c): the most pixels,
+    with a bonus for the default disposition. Cover art is never chosen here."""
+    return width * height + 5_000_000 * bool(is_default)
+
+
+def moving_video_streams(container: av.container.InputContainer) -> list[av.video.VideoStream]:
+    """The video streams that are not attached pictures (cover art)."""
+    cover_art = av.stream.Disposition.attached_pic
+    return [stream for stream in container.streams.video if not stream.disposition & cover_art]
+
+
+def pick_video_stream(container: av.container.InputContainer) -> av.video.VideoStream:
+    """The video stream the ffmpeg CLI would decode (the first of equals)."""
+    return max(moving_video_streams(container), key=_pyav_stream_score)
+
+
+def _pyav_stream_score(stream: av.video.VideoStream) -> int:
+    context = stream.codec_context
+    is_default = bool(stream.disposition & av.stream.Disposition.default)
+    return video_stream_score(context.width, context.height, is_default)
+
+
 def open_local(path: Path) -> av.container.InputContainer:
-    """Open ``path`` as a local media file with at least one video stream."""
+    """Open ``path`` as a local media file with at least one video stream (not cover art)."""
     try:
         container = av.open(f"file:{path.absolute()}", container_options=LOCAL_ONLY)
     except FileNotFoundError as exc:
         raise DecodeError(f"{path}: file not found") from exc
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{path}: not a readable media file ({describe_error(exc)})") from exc
-    if PLAYLIST_FORMATS & set(container.format.name.split(",")):
+    format_name = container.format.name
+    if PLAYLIST_FORMATS & set(format_name.split(",")):
         container.close()
-        raise DecodeError(
-            f"{path}: is a {container.format.name} playlist; only media files are decoded"
-        )
-    if not container.streams.video:
+        raise DecodeError(f"{path}: is a {format_name} playlist; only media files are decoded")
+    if not moving_video_streams(container):
         container.close()
-        raise DecodeError(f"{path}: has no video stream")
+        raise DecodeError(f"{path}: has no video stream (cover art does not count)")
     return container
 
 
@@ -66,7 +88,7 @@ class PyAVReader:
         self.threads = threads
         self._unread = open_local(path)  # kept for the first pass, which needs it anyway
         try:
-            self._header_frames = self._check_header(self._unread.streams.video[0])
+            self._header_frames = self._check_header(pick_video_stream(self._unread))
         except DecodeError:
             self.close()
             raise
@@ -98,7 +120,7 @@ class PyAVReader:
         """Count the video packets by demuxing only (no decoding)."""
         count = 0
         with self._open() as container:
-            stream = container.streams.video[0]
+            stream = pick_video_stream(container)
             try:
                 for packet in container.demux(stream):
                     self.deadline.check()
@@ -127,7 +149,7 @@ class PyAVReader:
         return result
 
     def _prepare_stream(self, container: av.container.InputContainer) -> av.video.VideoStream:
-        stream = container.streams.video[0]
+        stream = pick_video_stream(container)
         context = stream.codec_context
         context.thread_count = self.threads
         if self.threads != 1:

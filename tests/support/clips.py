@@ -199,6 +199,23 @@ def _write_tone(container, stream, seconds: float) -> None:
     _encode(container, stream, None)
 
 
+def make_multi_video_clip(path: Path, sizes: list[tuple[int, int]], frames: int) -> Path:
+    """One H.264 video stream per (width, height), each with its own moving content."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        streams = [
+            _add_video_stream(container, "h264", width, height, "yuv420p", False)
+            for width, height in sizes
+        ]
+        for index in range(frames):
+            for number, stream in enumerate(streams):
+                planes = pattern_planes(stream.width, stream.height, index + 40 * number)
+                _encode(container, stream, _timed(planes_to_frame(planes, "yuv420p"), index))
+        for stream in streams:
+            _encode(container, stream, None)
+    return path
+
+
 def make_flat_rgb_clip(path: Path, width: int, height: int, rgb: tuple[int, int, int]) -> Path:
     """One lossless FFV1 frame of a flat RGB colour (stored as packed ``bgr0``)."""
     path = Path(path)
