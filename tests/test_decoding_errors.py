@@ -22,6 +22,7 @@ from support.clips import (
 from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.decoding import check_binary, decode_clip
 from saliency_assets.core.errors import ConfigError, DecodeError, GeometryError
+from saliency_assets.core.sampling import sample_indices
 
 PLAN = SamplingPlan()
 
@@ -65,15 +66,20 @@ def test_audio_only_file_fails(clip_dir):
         decode_clip(ClipSource(path), PLAN)
 
 
-def test_truncated_clip_yields_the_frames_that_exist(clip_dir, good_mp4):
+def test_truncated_clip_yields_the_frames_that_exist(clip_dir):
     """Reference semantics: fewer frames is fine; the head is re-sampled over what decoded."""
     whole = make_clip(clip_dir / "whole.mkv", 64, 48, 12)
-    cut = truncate_copy(whole, clip_dir / "cut.mkv", 0.5)
-    decoded = decode_clip(ClipSource(cut), SamplingPlan(max_frames=12, frame_samples=12))
-    assert 0 < len(decoded.frames) < 12
-    assert decoded.clip_frames == len(decoded.frames)
+    cut = truncate_copy(whole, clip_dir / "cut.mkv", 0.8)
+    plan = SamplingPlan(max_frames=12, frame_samples=4)
+    decoded = decode_clip(ClipSource(cut), plan)
+    assert 4 <= decoded.clip_frames < 12
+    assert [frame.index for frame in decoded.frames] == sample_indices(plan, decoded.clip_frames)
     reference = decode_clip(ClipSource(whole), SamplingPlan(max_frames=12, frame_samples=12))
-    np.testing.assert_array_equal(decoded.frames[0].luma, reference.frames[0].luma)
+    for frame in decoded.frames:
+        np.testing.assert_array_equal(frame.luma, reference.frames[frame.index].luma)
+    piped = decode_clip(ClipSource(cut), plan, ffmpeg_bin=ffmpeg_exe())
+    assert piped.clip_frames == decoded.clip_frames
+    assert [frame.index for frame in piped.frames] == [frame.index for frame in decoded.frames]
 
 
 def test_clip_truncated_before_its_first_frame_fails(clip_dir):

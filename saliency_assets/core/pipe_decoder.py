@@ -38,7 +38,13 @@ from .conversion import (
 )
 from .decoded import Deadline, DecodedFrame, ReadResult, SourceFacts
 from .errors import ConfigError, DecodeError
-from .pyav_decoder import describe_error, open_local, pick_video_stream, video_stream_score
+from .pyav_decoder import (
+    count_packets,
+    describe_error,
+    open_local,
+    pick_video_stream,
+    video_stream_score,
+)
 from .rawvideo import RawReader, raw_plane_shapes
 
 STDERR_LINES = 8
@@ -198,7 +204,10 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _run_text(command: list[str], deadline: Deadline, path: Path, tool: str) -> str:
+def _run_text(
+    command: list[str], deadline: Deadline, path: Path, tool: str, check: bool = True
+) -> str:
+    """Run a probing command to completion within the deadline; its stdout as text."""
     try:
         done = subprocess.run(
             command,
@@ -211,7 +220,7 @@ def _run_text(command: list[str], deadline: Deadline, path: Path, tool: str) -> 
         raise deadline.error() from exc
     except OSError as exc:
         raise DecodeError(f"{path}: {tool} could not be run ({exc.strerror})") from exc
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         tail = _tail(done.stderr.decode(errors="replace").splitlines())
         raise DecodeError(f"{path}: {tool} exited with status {done.returncode}: {tail}")
     return done.stdout.decode(errors="replace")
@@ -278,12 +287,8 @@ class PipeReader:
         """Video packets counted by PyAV's demuxer (no decoding); exact for raw files."""
         if self._raw_length is not None:
             return self._raw_length
-        count = 0
         with open_local(self.path) as container:
-            for packet in container.demux(pick_video_stream(container)):
-                self.deadline.check()
-                count += packet.size > 0
-        return count
+            return count_packets(container, self.deadline)
 
     def close(self) -> None:
         """Nothing stays open between passes."""
@@ -375,7 +380,8 @@ class PipeReader:
         needed only when a clip turns out shorter than its header or the head window."""
         command = [self.ffmpeg, *QUIET, *self._input(), "-map", self.probe.stream_map]
         command += ["-fps_mode", "passthrough", "-f", "framecrc", "-"]
-        text = _run_text(command, self.deadline, self.path, "ffmpeg")
+        # A damaged tail makes ffmpeg exit non-zero after the frames it could decode.
+        text = _run_text(command, self.deadline, self.path, "ffmpeg", check=False)
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 

@@ -67,8 +67,21 @@ def open_local(path: Path) -> av.container.InputContainer:
     return container
 
 
+def count_packets(container: av.container.InputContainer, deadline: Deadline) -> int:
+    """Video packets of the chosen stream, by demuxing only; a damaged tail ends the count, as
+    it ends decoding."""
+    count = 0
+    try:
+        for packet in container.demux(pick_video_stream(container)):
+            deadline.check()
+            count += packet.size > 0
+    except av.error.FFmpegError:
+        pass
+    return count
+
+
 class PyAVReader:
-    """Reads sampled frames of a container's first video stream."""
+    """Reads sampled frames of a container's video stream (the one the ffmpeg CLI would pick)."""
 
     decoder = DECODER_NAME
     length_is_exact = False
@@ -118,16 +131,8 @@ class PyAVReader:
 
     def count_frames(self) -> int:
         """Count the video packets by demuxing only (no decoding)."""
-        count = 0
         with self._open() as container:
-            stream = pick_video_stream(container)
-            try:
-                for packet in container.demux(stream):
-                    self.deadline.check()
-                    count += packet.size > 0
-            except av.error.FFmpegError:
-                pass  # a damaged tail ends the count, as it ends decoding
-        return count
+            return count_packets(container, self.deadline)
 
     def read(self, indices: list[int], stop_after: int) -> ReadResult:
         """Decode frames ``0 .. stop_after-1`` in order, converting those in ``indices``."""
