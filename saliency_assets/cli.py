@@ -26,8 +26,18 @@ from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.manifests import load_manifest
 from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
 from saliency_assets.core.reports import render_markdown
-from saliency_assets.core.table_run import audit_record, describe_outputs, materialize_table, write_audit
-from saliency_assets.core.tables import TableError, table_format, write_json_atomic, write_text_atomic
+from saliency_assets.core.table_run import (
+    audit_record,
+    describe_outputs,
+    materialize_table,
+    write_audit,
+)
+from saliency_assets.core.tables import (
+    TableError,
+    table_format,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 ENTRYPOINT = "saliency_assets/cli.py"
 DEFAULTS = MaterializeConfig()
@@ -50,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_materialize(commands: Any) -> None:
     parser = commands.add_parser(
-        "materialize", help="enrich one feature table",
+        "materialize",
+        help="enrich one feature table",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Append saliency_mean / saliency_var and status columns to one table.",
     )
@@ -67,12 +78,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     add("--width-column", default=DEFAULTS.width_column)
     add("--height-column", default=DEFAULTS.height_column)
     add("--root", type=Path, default=None, help="prefix for relative clip paths")
-    add("--ffmpeg-bin", default=None,
-        help="decode through this ffmpeg binary over a pipe (default: in-process PyAV)")
+    add(
+        "--ffmpeg-bin",
+        default=None,
+        help="decode through this ffmpeg binary over a pipe (default: in-process PyAV)",
+    )
     add("--ffprobe-bin", default=None, help="probe with this ffprobe binary (default: PyAV)")
     add("--model-path", type=Path, default=None, help="ONNX model (default: the bundled model)")
-    add("--model-id", default=None,
-        help="model id for rows; without --model-path it selects <id>.onnx from the model path")
+    add(
+        "--model-id",
+        default=None,
+        help="model id for rows; without --model-path it selects <id>.onnx from the model path",
+    )
     add("--max-frames", type=int, default=DEFAULTS.max_frames)
     add("--frame-samples", type=int, default=DEFAULTS.frame_samples)
     add("--temporal-aggregator", choices=TEMPORAL_AGGREGATORS, default=DEFAULTS.temporal_aggregator)
@@ -89,22 +106,46 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_new_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--sampling", choices=SAMPLING_MODES, default=DEFAULTS.sampling,
-        help="head: the first max-frames frames (reference); spread: evenly over the clip")
-    add("--inference-size", type=parse_inference_size, default=None, metavar="{native,N}",
-        help="native (reference) or the short side N the frames are scaled to")
-    add("--default-pix-fmt", choices=RAW_PIX_FMTS, default=DEFAULTS.default_pix_fmt,
-        help="pixel format of raw .yuv sources without a pix-fmt column value")
+    add(
+        "--sampling",
+        choices=SAMPLING_MODES,
+        default=DEFAULTS.sampling,
+        help="head: the first max-frames frames (reference); spread: evenly over the clip",
+    )
+    add(
+        "--inference-size",
+        type=parse_inference_size,
+        default=None,
+        metavar="{native,N}",
+        help="native (reference) or the short side N the frames are scaled to",
+    )
+    add(
+        "--default-pix-fmt",
+        choices=RAW_PIX_FMTS,
+        default=DEFAULTS.default_pix_fmt,
+        help="pixel format of raw .yuv sources without a pix-fmt column value",
+    )
     add("--pix-fmt-column", default=DEFAULTS.pix_fmt_column)
-    add("--decode-timeout", type=_timeout, default=DEFAULTS.decode_timeout,
-        help="seconds allowed to decode one clip; 0 means no limit")
+    add(
+        "--decode-timeout",
+        type=_timeout,
+        default=DEFAULTS.decode_timeout,
+        help="seconds allowed to decode one clip; 0 means no limit",
+    )
     add("--jobs", type=int, default=None, help="worker processes (default: number of cores)")
-    add("--providers", type=_providers, default=DEFAULTS.providers,
-        help="comma-separated onnxruntime execution providers; CPU is the fallback")
+    add(
+        "--providers",
+        type=_providers,
+        default=DEFAULTS.providers,
+        help="comma-separated onnxruntime execution providers; CPU is the fallback",
+    )
     add("--confine-to-root", action="store_true", help="reject clip paths outside --root")
-    add("--results-store", default=DEFAULTS.results_store,
+    add(
+        "--results-store",
+        default=DEFAULTS.results_store,
         help="where clip results persist for reuse and resume: 'default' (the user cache, "
-             "$SALIENCY_ASSETS_CACHE), 'none', or a folder")
+        "$SALIENCY_ASSETS_CACHE), 'none', or a folder",
+    )
     add("--error-column", default=DEFAULTS.error_column, help="'' disables it")
     add("--sampling-column", default=DEFAULTS.sampling_column, help="'' disables it")
     add("--inference-size-column", default=DEFAULTS.inference_size_column, help="'' disables it")
@@ -112,12 +153,17 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_batch(commands: Any) -> None:
     parser = commands.add_parser(
-        "batch", help="enrich every table of a manifest",
+        "batch",
+        help="enrich every table of a manifest",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--base-dir", type=Path, default=None,
-                        help="base for relative manifest paths (default: the manifest's folder)")
+    parser.add_argument(
+        "--base-dir",
+        type=Path,
+        default=None,
+        help="base for relative manifest paths (default: the manifest's folder)",
+    )
     parser.add_argument("--report-json", type=Path, default=None)
     parser.add_argument("--report-md", type=Path, default=None)
     parser.add_argument("--allow-row-failures", action="store_true")
@@ -147,11 +193,17 @@ def _run_materialize(args: argparse.Namespace, argv: list[str]) -> int:
     print(summary_line(run.summary), file=sys.stderr)
     if args.audit_json is not None:
         provenance = build_run_provenance(
-            ENTRYPOINT, argv, _args_record(args),
-            inputs={"input": describe_path(args.input), "model_path": describe_path(model.path),
-                    "root": describe_path(config.root)},
+            ENTRYPOINT,
+            argv,
+            _args_record(args),
+            inputs={
+                "input": describe_path(args.input),
+                "model_path": describe_path(model.path),
+                "root": describe_path(config.root),
+            },
             outputs={**describe_outputs(output=args.output), "audit_json": str(args.audit_json)},
-            model=model, started_at=started,
+            model=model,
+            started_at=started,
         )
         write_audit(args.audit_json, audit_record(run, run_provenance=provenance))
     return 0 if run.summary["failed"] == 0 else 1
@@ -165,13 +217,18 @@ def _run_batch(args: argparse.Namespace, argv: list[str]) -> int:
     except ConfigError as error:
         return _fail("saliency batch manifest error", error, 2, prefix_only=True)
     if not manifest.tables:
-        print(f"saliency batch materialize: WARNING — manifest {args.manifest} has no tables; "
-              "nothing to do", file=sys.stderr)
+        print(
+            f"saliency batch materialize: WARNING — manifest {args.manifest} has no tables; "
+            "nothing to do",
+            file=sys.stderr,
+        )
     report = run_batch(manifest, models, args.allow_row_failures, args.fail_fast)
     totals = report.summary()
-    print(f"saliency batch materialize: tables={totals['tables']} total={totals['total']} "
-          f"ok={totals['ok']} skipped={totals['skipped_existing']} failed={totals['failed']}",
-          file=sys.stderr)
+    print(
+        f"saliency batch materialize: tables={totals['tables']} total={totals['total']} "
+        f"ok={totals['ok']} skipped={totals['skipped_existing']} failed={totals['failed']}",
+        file=sys.stderr,
+    )
     _write_batch_reports(args, argv, report, models, manifest, started)
     return report.exit_code
 
@@ -183,14 +240,18 @@ def _write_batch_reports(args, argv, report, models, manifest, started) -> None:
         return
     first_model = next(iter(models.values()), None) or prepare_model(MaterializeConfig())
     provenance = build_run_provenance(
-        ENTRYPOINT, argv, _args_record(args),
+        ENTRYPOINT,
+        argv,
+        _args_record(args),
         inputs={"manifest": describe_path(manifest.path)},
         # Described after writing; the JSON report cannot hash itself, so it is named only.
         outputs={"report_md": describe_path(args.report_md), "report_json": str(args.report_json)},
-        model=first_model, started_at=started,
+        model=first_model,
+        started_at=started,
     )
-    provenance["models"] = {table_id: {"id": m.model_id, "sha256": m.sha256}
-                            for table_id, m in models.items()}
+    provenance["models"] = {
+        table_id: {"id": m.model_id, "sha256": m.sha256} for table_id, m in models.items()
+    }
     write_json_atomic(args.report_json, report.to_json(provenance))
 
 

@@ -63,8 +63,9 @@ def write_demo_clip(path: Path, clip: DemoClip) -> None:
         stream = container.add_stream(clip.codec, rate=DEMO_RATE)
         stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
         for index in range(DEMO_FRAMES):
-            frame = av.VideoFrame.from_ndarray(drift_frame(clip.width, clip.height, index),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                drift_frame(clip.width, clip.height, index), format="rgb24"
+            )
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 

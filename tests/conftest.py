@@ -32,8 +32,9 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
 
     command = [sys.executable, "-m", "saliency_assets.cli", *args]
     merged_env = {**os.environ, **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=merged_env,
-                          timeout=300, check=False)
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env=merged_env, timeout=300, check=False
+    )
 
 
 @pytest.fixture(scope="session")

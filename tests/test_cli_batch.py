@@ -25,15 +25,34 @@ def batch(manifest, *flags):
 
 
 def test_materializes_multiple_skipped_tables(tmp_path):
-    write_jsonl(tmp_path / "input-a.jsonl", [{"src": "missing-a.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}])
-    write_jsonl(tmp_path / "input-b.jsonl", [{"src": "missing-b.mp4", "saliency_mean": 0.4, "saliency_var": 0.02}])
-    manifest = write_manifest(tmp_path / "batch.json", {
-        "defaults": {"max_frames": 2},
-        "tables": [
-            {"id": "first", "input": "input-a.jsonl", "output": "out/a.jsonl", "audit_json": "audit/a.json"},
-            {"id": "second", "input": "input-b.jsonl", "output": "out/b.jsonl", "audit_json": "audit/b.json"},
-        ],
-    })
+    write_jsonl(
+        tmp_path / "input-a.jsonl",
+        [{"src": "missing-a.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}],
+    )
+    write_jsonl(
+        tmp_path / "input-b.jsonl",
+        [{"src": "missing-b.mp4", "saliency_mean": 0.4, "saliency_var": 0.02}],
+    )
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {
+            "defaults": {"max_frames": 2},
+            "tables": [
+                {
+                    "id": "first",
+                    "input": "input-a.jsonl",
+                    "output": "out/a.jsonl",
+                    "audit_json": "audit/a.json",
+                },
+                {
+                    "id": "second",
+                    "input": "input-b.jsonl",
+                    "output": "out/b.jsonl",
+                    "audit_json": "audit/b.json",
+                },
+            ],
+        },
+    )
     report_json, report_md = tmp_path / "report.json", tmp_path / "report.md"
     done = batch(manifest, "--report-json", str(report_json), "--report-md", str(report_md))
     assert done.returncode == 0, done.stderr
@@ -55,8 +74,13 @@ def test_materializes_multiple_skipped_tables(tmp_path):
 
 
 def test_markdown_report_layout(tmp_path):
-    write_jsonl(tmp_path / "in.jsonl", [{"src": "m.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]})
+    write_jsonl(
+        tmp_path / "in.jsonl", [{"src": "m.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}]
+    )
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]},
+    )
     report_md = tmp_path / "report.md"
     assert batch(manifest, "--report-md", str(report_md)).returncode == 0
     assert report_md.read_text() == (
@@ -69,7 +93,10 @@ def test_markdown_report_layout(tmp_path):
 
 def test_reports_row_failures(tmp_path):
     write_jsonl(tmp_path / "input.jsonl", [{"src": "missing.mp4"}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "broken", "input": "input.jsonl", "output": "out.jsonl"}]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "broken", "input": "input.jsonl", "output": "out.jsonl"}]},
+    )
     report_json = tmp_path / "report.json"
     assert batch(manifest, "--report-json", str(report_json)).returncode == 1
     report = json.loads(report_json.read_text())
@@ -81,14 +108,22 @@ def test_reports_row_failures(tmp_path):
 
 def test_can_allow_row_failures(tmp_path):
     write_jsonl(tmp_path / "input.jsonl", [{"src": "missing.mp4"}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "broken", "input": "input.jsonl", "output": "out.jsonl"}]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "broken", "input": "input.jsonl", "output": "out.jsonl"}]},
+    )
     report_json = tmp_path / "report.json"
-    assert batch(manifest, "--report-json", str(report_json), "--allow-row-failures").returncode == 0
+    assert (
+        batch(manifest, "--report-json", str(report_json), "--allow-row-failures").returncode == 0
+    )
     assert json.loads(report_json.read_text())["status"] == "row-failures"
 
 
 def test_rejects_unknown_keys(tmp_path):
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "bad", "input": "in.jsonl", "output": "out.jsonl", "x": 1}]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "bad", "input": "in.jsonl", "output": "out.jsonl", "x": 1}]},
+    )
     done = batch(manifest)
     assert done.returncode == 2
     assert "saliency batch manifest error: unknown keys in table entry 0: ['x']" in done.stderr
@@ -107,7 +142,10 @@ def test_rejects_unknown_keys(tmp_path):
 )
 def test_bad_values_exit_2_naming_the_key(tmp_path, table, message):
     write_jsonl(tmp_path / "in.jsonl", [{"src": "a.mp4"}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl", **table}]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl", **table}]},
+    )
     done = batch(manifest)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
@@ -115,8 +153,14 @@ def test_bad_values_exit_2_naming_the_key(tmp_path, table, message):
 
 
 def test_duplicate_ids_and_shared_outputs_are_rejected(tmp_path):
-    tables = [{"id": "a", "input": "in.jsonl", "output": "out.jsonl"}, {"id": "a", "input": "in.jsonl", "output": "b.jsonl"}]
-    assert "duplicate table id 'a'" in batch(write_manifest(tmp_path / "m1.json", {"tables": tables})).stderr
+    tables = [
+        {"id": "a", "input": "in.jsonl", "output": "out.jsonl"},
+        {"id": "a", "input": "in.jsonl", "output": "b.jsonl"},
+    ]
+    assert (
+        "duplicate table id 'a'"
+        in batch(write_manifest(tmp_path / "m1.json", {"tables": tables})).stderr
+    )
     tables[1]["id"] = "b"
     tables[1]["output"] = "./out.jsonl"
     done = batch(write_manifest(tmp_path / "m2.json", {"tables": tables}))
@@ -136,10 +180,15 @@ def test_empty_tables_is_a_no_op(tmp_path):
 def test_errored_table_is_never_hidden(tmp_path):
     write_jsonl(tmp_path / "rows.jsonl", [{"src": "missing.mp4"}])
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [
-        {"id": "bad", "input": "bad.jsonl", "output": "bad.out.jsonl"},
-        {"id": "rows", "input": "rows.jsonl", "output": "rows.out.jsonl"},
-    ]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {
+            "tables": [
+                {"id": "bad", "input": "bad.jsonl", "output": "bad.out.jsonl"},
+                {"id": "rows", "input": "rows.jsonl", "output": "rows.out.jsonl"},
+            ]
+        },
+    )
     report_json = tmp_path / "report.json"
     done = batch(manifest, "--report-json", str(report_json), "--allow-row-failures")
     assert done.returncode == 1
@@ -152,10 +201,15 @@ def test_errored_table_is_never_hidden(tmp_path):
 
 def test_fail_fast_stops_after_first_failing_table(tmp_path):
     write_jsonl(tmp_path / "rows.jsonl", [{"src": "missing.mp4"}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [
-        {"id": "one", "input": "rows.jsonl", "output": "one.jsonl"},
-        {"id": "two", "input": "rows.jsonl", "output": "two.jsonl"},
-    ]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {
+            "tables": [
+                {"id": "one", "input": "rows.jsonl", "output": "one.jsonl"},
+                {"id": "two", "input": "rows.jsonl", "output": "two.jsonl"},
+            ]
+        },
+    )
     report_json = tmp_path / "report.json"
     assert batch(manifest, "--report-json", str(report_json), "--fail-fast").returncode == 1
     assert [t["id"] for t in json.loads(report_json.read_text())["tables"]] == ["one"]
@@ -165,32 +219,50 @@ def test_fail_fast_stops_after_first_failing_table(tmp_path):
 def test_base_dir_resolves_relative_paths(tmp_path):
     data = tmp_path / "data"
     write_jsonl(data / "in.jsonl", [{"src": "m.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]})
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]},
+    )
     assert batch(manifest, "--base-dir", str(data)).returncode == 0
     assert (data / "out.jsonl").exists()
 
 
 def test_provenance_describes_outputs_after_writing(tmp_path):
-    write_jsonl(tmp_path / "in.jsonl", [{"src": "m.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}])
-    manifest = write_manifest(tmp_path / "batch.json", {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]})
+    write_jsonl(
+        tmp_path / "in.jsonl", [{"src": "m.mp4", "saliency_mean": 0.2, "saliency_var": 0.01}]
+    )
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {"tables": [{"id": "t", "input": "in.jsonl", "output": "out.jsonl"}]},
+    )
     report_json, report_md = tmp_path / "report.json", tmp_path / "report.md"
     batch(manifest, "--report-json", str(report_json), "--report-md", str(report_md))
     described = json.loads(report_json.read_text())["run_provenance"]["outputs"]["report_md"]
     assert described["exists"] is True
     import hashlib
+
     assert described["sha256"] == hashlib.sha256(report_md.read_bytes()).hexdigest()
 
 
 def test_batch_computes_real_clips_with_per_table_overrides(tmp_path, clip_dir):
     write_jsonl(tmp_path / "in.jsonl", [{"src": "clip.mp4"}, {"src": "raw_64x48.yuv"}])
-    manifest = write_manifest(tmp_path / "batch.json", {
-        "defaults": {"root": str(clip_dir), "max_frames": 2, "jobs": 2},
-        "tables": [
-            {"id": "native", "input": "in.jsonl", "output": "native.jsonl"},
-            {"id": "sized", "input": "in.jsonl", "output": "sized.parquet", "inference_size": 32,
-             "sampling": "spread", "temporal_aggregator": "motion-weighted"},
-        ],
-    })
+    manifest = write_manifest(
+        tmp_path / "batch.json",
+        {
+            "defaults": {"root": str(clip_dir), "max_frames": 2, "jobs": 2},
+            "tables": [
+                {"id": "native", "input": "in.jsonl", "output": "native.jsonl"},
+                {
+                    "id": "sized",
+                    "input": "in.jsonl",
+                    "output": "sized.parquet",
+                    "inference_size": 32,
+                    "sampling": "spread",
+                    "temporal_aggregator": "motion-weighted",
+                },
+            ],
+        },
+    )
     done = batch(manifest)
     assert done.returncode == 0, done.stderr
     assert [row["saliency_status"] for row in read_jsonl(tmp_path / "native.jsonl")] == ["ok", "ok"]

@@ -22,7 +22,9 @@ def materialize(tmp_path, rows, *flags, output_name="out.jsonl", input_name="in.
     if input_name.endswith(".jsonl"):
         write_jsonl(source, rows)
     output = tmp_path / output_name
-    done = run_cli("materialize", "--input", str(source), "--output", str(output), "--jobs", "2", *flags)
+    done = run_cli(
+        "materialize", "--input", str(source), "--output", str(output), "--jobs", "2", *flags
+    )
     return done, output
 
 
@@ -37,8 +39,18 @@ def test_jsonl_roundtrip_through_the_command(tmp_path, clip_dir):
 def test_decodes_and_writes_aggregates_with_metadata(tmp_path, clip_dir):
     rows = [{"src": str(clip_dir / "clip.mp4"), "width": 4, "height": 4}]
     done, output = materialize(
-        tmp_path, rows, "--max-frames", "1", "--frame-samples", "3", "--model-id",
-        "centre_surround_saliency_v1", "--temporal-aggregator", "max", "--ema-alpha", "0.75",
+        tmp_path,
+        rows,
+        "--max-frames",
+        "1",
+        "--frame-samples",
+        "3",
+        "--model-id",
+        "centre_surround_saliency_v1",
+        "--temporal-aggregator",
+        "max",
+        "--ema-alpha",
+        "0.75",
     )
     assert done.returncode == 0, done.stderr
     row = read_jsonl(output)[0]
@@ -107,9 +119,18 @@ def test_audit_json_with_run_provenance(tmp_path, clip_dir):
 def test_audit_records_temporal_config(tmp_path, shared_models_dir):
     audit = tmp_path / "audit.json"
     done, _ = materialize(
-        tmp_path, [{"src": "missing.mp4"}], "--audit-json", str(audit), "--model-id",
-        "saliency_student_v2", "--temporal-aggregator", "ema", "--ema-alpha", "0.4",
-        "--model-path", str(shared_models_dir / "saliency_student_v2.onnx"),
+        tmp_path,
+        [{"src": "missing.mp4"}],
+        "--audit-json",
+        str(audit),
+        "--model-id",
+        "saliency_student_v2",
+        "--temporal-aggregator",
+        "ema",
+        "--ema-alpha",
+        "0.4",
+        "--model-path",
+        str(shared_models_dir / "saliency_student_v2.onnx"),
     )
     assert done.returncode == 1
     record = json.loads(audit.read_text())
@@ -117,13 +138,22 @@ def test_audit_records_temporal_config(tmp_path, shared_models_dir):
     assert record["config"]["temporal_aggregator"] == "ema"
     assert record["config"]["ema_alpha"] == pytest.approx(0.4)
     assert record["model"]["sha256"] == (
-        "8cdaa6c10ab44d9b03a6a207603bd0b61f5c75a6beafdc82da57215f0a2ab2ed")
+        "8cdaa6c10ab44d9b03a6a207603bd0b61f5c75a6beafdc82da57215f0a2ab2ed"
+    )
 
 
 def test_default_geometry_used_for_raw_rows_without_geometry(tmp_path, clip_dir):
     done, output = materialize(
-        tmp_path, [{"src": str(clip_dir / "raw_64x48.yuv")}], "--default-width", "64",
-        "--default-height", "48", "--max-frames", "1", "--frame-samples", "1",
+        tmp_path,
+        [{"src": str(clip_dir / "raw_64x48.yuv")}],
+        "--default-width",
+        "64",
+        "--default-height",
+        "48",
+        "--max-frames",
+        "1",
+        "--frame-samples",
+        "1",
     )
     assert done.returncode == 0, done.stderr
     assert read_jsonl(output)[0]["saliency_status"] == "ok"
@@ -150,8 +180,9 @@ def test_caches_per_file_and_replays_failures(tmp_path):
 
 def test_jsonl_in_parquet_out(tmp_path, clip_dir):
     rows = [{"src": "clip.mp4", "frame": 0}, {"src": "clip.mp4", "frame": 1}]
-    done, output = materialize(tmp_path, rows, "--root", str(clip_dir), "--max-frames", "2",
-                               output_name="out.parquet")
+    done, output = materialize(
+        tmp_path, rows, "--root", str(clip_dir), "--max-frames", "2", output_name="out.parquet"
+    )
     assert done.returncode == 0, done.stderr
     table = pq.read_table(output).to_pylist()
     assert [row["frame"] for row in table] == [0, 1]
@@ -208,8 +239,14 @@ def test_540p_clip_is_ok(tmp_path, clip_dir):
 
 
 def test_inference_size_and_spread_are_recorded_per_row(tmp_path, clip_dir):
-    done, output = materialize(tmp_path, [{"src": str(clip_dir / "other.mp4")}],
-                               "--inference-size", "32", "--sampling", "spread")
+    done, output = materialize(
+        tmp_path,
+        [{"src": str(clip_dir / "other.mp4")}],
+        "--inference-size",
+        "32",
+        "--sampling",
+        "spread",
+    )
     assert done.returncode == 0, done.stderr
     row = read_jsonl(output)[0]
     assert (row["saliency_sampling"], row["saliency_inference_size"]) == ("spread", "32")
@@ -220,8 +257,10 @@ def test_named_ffmpeg_binary_gives_the_same_values(tmp_path, clip_dir):
 
     rows = [{"src": str(clip_dir / "clip.mp4")}]
     _, in_process = materialize(tmp_path, rows, "--max-frames", "3")
-    done, piped = materialize(tmp_path, rows, "--max-frames", "3", "--ffmpeg-bin", ffmpeg_exe(),
-                              output_name="piped.jsonl")
+    done, piped = materialize(
+        tmp_path, rows, "--max-frames", "3", "--ffmpeg-bin", ffmpeg_exe(), output_name="piped.jsonl"
+    )
     assert done.returncode == 0, done.stderr
     assert read_jsonl(piped)[0]["saliency_mean"] == pytest.approx(
-        read_jsonl(in_process)[0]["saliency_mean"], abs=1e-7)
+        read_jsonl(in_process)[0]["saliency_mean"], abs=1e-7
+    )

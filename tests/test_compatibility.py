@@ -42,10 +42,20 @@ def ours(source, model_path, model, aggregator, max_frames=8, frame_samples=8, e
     return compute_clip(source, job, model)
 
 
-def theirs(path, width, height, model_path, aggregator, max_frames=8, frame_samples=8, ema_alpha=0.6):
+def theirs(
+    path, width, height, model_path, aggregator, max_frames=8, frame_samples=8, ema_alpha=0.6
+):
     return reference_compute_clip(
-        ffmpeg_exe(), path, width, height, model_path, max_frames, frame_samples, aggregator,
-        ema_alpha, enforce_height_multiple_of_8=False,
+        ffmpeg_exe(),
+        path,
+        width,
+        height,
+        model_path,
+        max_frames,
+        frame_samples,
+        aggregator,
+        ema_alpha,
+        enforce_height_multiple_of_8=False,
     )
 
 
@@ -61,8 +71,10 @@ def assert_same(result, reference):
 def test_matches_reference(student, compat_clips, clip_name, aggregator):
     model_path, model = student
     path, width, height = compat_clips[clip_name]
-    assert_same(ours(ClipSource(path), model_path, model, aggregator),
-                theirs(path, width, height, model_path, aggregator))
+    assert_same(
+        ours(ClipSource(path), model_path, model, aggregator),
+        theirs(path, width, height, model_path, aggregator),
+    )
 
 
 @pytest.mark.parametrize(("max_frames", "frame_samples"), [(8, 3), (4, 4), (30, 8), (1, 5)])
@@ -70,8 +82,10 @@ def test_matches_reference_sampling_rule(student, compat_clips, max_frames, fram
     model_path, model = student
     path, width, height = compat_clips["h264_64x48"]
     kwargs = {"max_frames": max_frames, "frame_samples": frame_samples}
-    assert_same(ours(ClipSource(path), model_path, model, "ema", ema_alpha=0.3, **kwargs),
-                theirs(path, width, height, model_path, "ema", ema_alpha=0.3, **kwargs))
+    assert_same(
+        ours(ClipSource(path), model_path, model, "ema", ema_alpha=0.3, **kwargs),
+        theirs(path, width, height, model_path, "ema", ema_alpha=0.3, **kwargs),
+    )
 
 
 def test_matches_reference_on_raw_yuv(student, tmp_path):

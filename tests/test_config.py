@@ -13,7 +13,11 @@ from saliency_assets.core.errors import ConfigError
 
 def test_defaults_match_the_reference():
     config = MaterializeConfig()
-    assert (config.path_column, config.width_column, config.height_column) == ("src", "width", "height")
+    assert (config.path_column, config.width_column, config.height_column) == (
+        "src",
+        "width",
+        "height",
+    )
     assert (config.max_frames, config.frame_samples) == (8, 8)
     assert (config.temporal_aggregator, config.ema_alpha) == ("mean", 0.6)
     assert config.status_column == "saliency_status"
@@ -45,7 +49,12 @@ def test_bad_values_name_the_key(values, message):
 
 def test_valid_mapping_builds_a_config():
     config = config_from_mapping(
-        {"root": "clips", "inference_size": 288, "ema_alpha": 1, "providers": "CPUExecutionProvider"},
+        {
+            "root": "clips",
+            "inference_size": 288,
+            "ema_alpha": 1,
+            "providers": "CPUExecutionProvider",
+        },
         "defaults",
     )
     assert str(config.root) == "clips"

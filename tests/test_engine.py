@@ -49,7 +49,9 @@ def run(rows, config, model, result=OK_RESULT):
 
 
 def test_ok_row_gets_values_status_and_metadata(clip, model):
-    outcome, _, _ = run([{"src": str(clip)}], MaterializeConfig(temporal_aggregator="max", ema_alpha=0.75), model)
+    outcome, _, _ = run(
+        [{"src": str(clip)}], MaterializeConfig(temporal_aggregator="max", ema_alpha=0.75), model
+    )
     row = outcome.rows[0]
     assert (row["saliency_mean"], row["saliency_var"], row["saliency_status"]) == (0.5, 0.125, "ok")
     assert row["saliency_model_id"] == model.model_id
@@ -86,7 +88,14 @@ def test_failure_is_replayed_to_sibling_rows_with_detail(clip, model):
 
 
 def test_existing_values_are_skipped_without_invented_metadata(model):
-    rows = [{"src": "missing.mp4", "saliency_mean": 0.2, "saliency_var": "0.01", "saliency_status": "ok"}]
+    rows = [
+        {
+            "src": "missing.mp4",
+            "saliency_mean": 0.2,
+            "saliency_var": "0.01",
+            "saliency_status": "ok",
+        }
+    ]
     outcome, runner, _ = run(rows, MaterializeConfig(), model)
     row = outcome.rows[0]
     assert runner.tasks == []
@@ -98,8 +107,11 @@ def test_existing_values_are_skipped_without_invented_metadata(model):
 
 @pytest.mark.parametrize("value", [None, "NaN", math.nan, "abc", math.inf])
 def test_non_finite_existing_values_are_recomputed(clip, model, value):
-    outcome, runner, _ = run([{"src": str(clip), "saliency_mean": value, "saliency_var": 0.1}],
-                             MaterializeConfig(), model)
+    outcome, runner, _ = run(
+        [{"src": str(clip), "saliency_mean": value, "saliency_var": 0.1}],
+        MaterializeConfig(),
+        model,
+    )
     assert len(runner.tasks) == 1
     assert outcome.rows[0]["saliency_status"] == "ok"
 
@@ -111,9 +123,18 @@ def test_overwrite_recomputes_existing(clip, model):
 
 
 def test_failed_overwrite_clears_stale_values_and_metadata(clip, model):
-    rows = [{"src": str(clip), "saliency_mean": 0.9, "saliency_var": 0.9,
-             "saliency_model_id": "old", "saliency_aggregator": "mean"}]
-    outcome, _, _ = run(rows, MaterializeConfig(overwrite=True), model, ClipResult("model-failed", detail="x"))
+    rows = [
+        {
+            "src": str(clip),
+            "saliency_mean": 0.9,
+            "saliency_var": 0.9,
+            "saliency_model_id": "old",
+            "saliency_aggregator": "mean",
+        }
+    ]
+    outcome, _, _ = run(
+        rows, MaterializeConfig(overwrite=True), model, ClipResult("model-failed", detail="x")
+    )
     row = outcome.rows[0]
     assert row["saliency_status"] == "model-failed"
     assert row["saliency_mean"] is None and row["saliency_var"] is None
@@ -129,7 +150,9 @@ def test_missing_source_never_reaches_the_runner(tmp_path, model):
 
 
 def test_all_missing_warning_fires_even_without_status_column(tmp_path, model):
-    _, _, log = run([{"src": "missing.mp4"}], MaterializeConfig(root=tmp_path, status_column=""), model)
+    _, _, log = run(
+        [{"src": "missing.mp4"}], MaterializeConfig(root=tmp_path, status_column=""), model
+    )
     assert "all 1 failures have status 'missing-source'" in log
 
 
@@ -153,9 +176,15 @@ def test_directory_is_missing_source(tmp_path, model):
 
 
 def test_disabled_columns_are_not_written(clip, model):
-    config = MaterializeConfig(status_column="", model_id_column="", aggregator_column="",
-                               ema_alpha_column="", error_column="", sampling_column="",
-                               inference_size_column="")
+    config = MaterializeConfig(
+        status_column="",
+        model_id_column="",
+        aggregator_column="",
+        ema_alpha_column="",
+        error_column="",
+        sampling_column="",
+        inference_size_column="",
+    )
     outcome, _, _ = run([{"src": str(clip)}], config, model)
     assert set(outcome.rows[0]) == {"src", "saliency_mean", "saliency_var"}
 
@@ -163,8 +192,14 @@ def test_disabled_columns_are_not_written(clip, model):
 def test_raw_geometry_order_row_then_default_then_file_name(tmp_path, model):
     for name in ("a.yuv", "b_64x48_25fps.yuv"):
         (tmp_path / name).write_bytes(b"\0" * 10)
-    rows = [{"src": "a.yuv", "width": 32, "height": 16}, {"src": "a.yuv"}, {"src": "b_64x48_25fps.yuv"}]
-    _, runner, _ = run(rows, MaterializeConfig(root=tmp_path, default_width=8, default_height=8), model)
+    rows = [
+        {"src": "a.yuv", "width": 32, "height": 16},
+        {"src": "a.yuv"},
+        {"src": "b_64x48_25fps.yuv"},
+    ]
+    _, runner, _ = run(
+        rows, MaterializeConfig(root=tmp_path, default_width=8, default_height=8), model
+    )
     geometries = [(s.raw_width, s.raw_height) for _, s in runner.tasks]
     assert geometries == [(32, 16), (8, 8), (8, 8)]
     _, runner, _ = run(rows[2:], MaterializeConfig(root=tmp_path), model)
@@ -187,8 +222,10 @@ def test_raw_without_geometry_is_missing_geometry(tmp_path, model):
 
 def test_raw_pix_fmt_comes_from_column_then_default(tmp_path, model):
     (tmp_path / "a.yuv").write_bytes(b"\0" * 10)
-    rows = [{"src": "a.yuv", "width": 8, "height": 8, "pix_fmt": "yuv420p10le"},
-            {"src": "a.yuv", "width": 8, "height": 8}]
+    rows = [
+        {"src": "a.yuv", "width": 8, "height": 8, "pix_fmt": "yuv420p10le"},
+        {"src": "a.yuv", "width": 8, "height": 8},
+    ]
     _, runner, _ = run(rows, MaterializeConfig(root=tmp_path, default_pix_fmt="yuv420p"), model)
     assert [s.raw_pix_fmt for _, s in runner.tasks] == ["yuv420p10le", "yuv420p"]
 
@@ -197,7 +234,9 @@ def test_confine_to_root_rejects_escaping_paths(tmp_path, model):
     inside = tmp_path / "root"
     inside.mkdir()
     (tmp_path / "outside.mp4").write_bytes(b"x")
-    outcome, runner, _ = run([{"src": "../outside.mp4"}], MaterializeConfig(root=inside, confine_to_root=True), model)
+    outcome, runner, _ = run(
+        [{"src": "../outside.mp4"}], MaterializeConfig(root=inside, confine_to_root=True), model
+    )
     assert runner.tasks == []
     assert "outside root" in outcome.rows[0]["saliency_error"]
 

@@ -1,4 +1,4 @@
-"""Persisted clip results: reused under the same key, recomputed when source, model or settings change."""
+"""Persisted clip results: reused under one key; a changed source, model or setting recomputes."""
 
 import io
 import os

@@ -58,11 +58,13 @@ def test_unknown_extension_is_rejected(tmp_path):
 
 
 def test_parquet_roundtrip_keeps_column_types_and_nulls(tmp_path):
-    source = pa.table({
-        "src": ["a.mp4", "b.mp4"],
-        "frame": pa.array([1, None], type=pa.int64()),
-        "score": pa.array([0.5, None], type=pa.float32()),
-    })
+    source = pa.table(
+        {
+            "src": ["a.mp4", "b.mp4"],
+            "frame": pa.array([1, None], type=pa.int64()),
+            "score": pa.array([0.5, None], type=pa.float32()),
+        }
+    )
     path = tmp_path / "in.parquet"
     pq.write_table(source, path)
     table = read_table(path)

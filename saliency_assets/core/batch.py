@@ -48,14 +48,23 @@ def run_batch(
     return report
 
 
-def _run_table(manifest: Manifest, table: TableSpec, model: ModelChoice,
-               audit_extras: AuditExtras | None, log: TextIO) -> TableReport:
+def _run_table(
+    manifest: Manifest,
+    table: TableSpec,
+    model: ModelChoice,
+    audit_extras: AuditExtras | None,
+    log: TextIO,
+) -> TableReport:
     try:
         run = materialize_table(table.input, table.output, table.config, model, log=log)
         if table.audit_json is not None:
             extras = audit_extras(table, run) if audit_extras else {}
-            write_audit(table.audit_json, audit_record(
-                run, batch_manifest=str(manifest.path), table_id=table.table_id, **extras))
+            write_audit(
+                table.audit_json,
+                audit_record(
+                    run, batch_manifest=str(manifest.path), table_id=table.table_id, **extras
+                ),
+            )
     except Exception as error:  # any table-level failure is reported, and the batch goes on
         print(f"saliency batch materialize: table {table.table_id!r} error: {error}", file=log)
         return TableReport(table, TABLE_ERROR, error=str(error))
@@ -67,5 +76,7 @@ def _run_table(manifest: Manifest, table: TableSpec, model: ModelChoice,
 
 def summary_line(summary: dict[str, int]) -> str:
     """The reference's closing line for one table."""
-    return (f"saliency materialize: total={summary['total']} ok={summary['ok']} "
-            f"skipped={summary['skipped_existing']} failed={summary['failed']}")
+    return (
+        f"saliency materialize: total={summary['total']} ok={summary['ok']} "
+        f"skipped={summary['skipped_existing']} failed={summary['failed']}"
+    )

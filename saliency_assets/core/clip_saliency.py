@@ -62,15 +62,22 @@ class ClipJob:
         )
 
 
-def compute_clip(source: ClipSource, job: ClipJob, model: SaliencyModel,
-                 on_decoded: Callable[[], None] | None = None) -> ClipResult:
+def compute_clip(
+    source: ClipSource,
+    job: ClipJob,
+    model: SaliencyModel,
+    on_decoded: Callable[[], None] | None = None,
+) -> ClipResult:
     """Decode, infer and reduce one clip; every per-clip failure becomes a status.
 
     ``on_decoded`` is called between decoding and inference (the worker pool's heartbeat).
     """
     try:
         decoded = decode_clip(
-            source, job.plan, ffmpeg_bin=job.ffmpeg_bin, ffprobe_bin=job.ffprobe_bin,
+            source,
+            job.plan,
+            ffmpeg_bin=job.ffmpeg_bin,
+            ffprobe_bin=job.ffprobe_bin,
             timeout_s=job.decode_timeout,
         )
     except GeometryError as error:
@@ -94,7 +101,11 @@ def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> Cli
     except Exception as error:  # onnxruntime and numpy failures are per-clip model failures
         return ClipResult(MODEL_FAILED, detail=f"{type(error).__name__}: {error}")
     return ClipResult(
-        OK, mean, var, frames_used=len(decoded.frames), width=decoded.width,
+        OK,
+        mean,
+        var,
+        frames_used=len(decoded.frames),
+        width=decoded.width,
         height=decoded.height,
     )
 

@@ -52,8 +52,12 @@ class MaterializeSummary:
     statuses: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, int]:
-        return {"total": self.total, "ok": self.ok, "skipped_existing": self.skipped_existing,
-                "failed": self.failed}
+        return {
+            "total": self.total,
+            "ok": self.ok,
+            "skipped_existing": self.skipped_existing,
+            "failed": self.failed,
+        }
 
     def count(self, status: str) -> None:
         self.total += 1
@@ -168,8 +172,9 @@ class _StoreSaver:
         self.flushed_at = time.monotonic()
 
 
-def _result_keys(clips: dict[str, ClipSource], config: MaterializeConfig,
-                 model: ModelChoice) -> dict[str, ResultKey]:
+def _result_keys(
+    clips: dict[str, ClipSource], config: MaterializeConfig, model: ModelChoice
+) -> dict[str, ResultKey]:
     digest = settings_digest(config)
     keys = {}
     for key, source in clips.items():
@@ -187,14 +192,23 @@ class _RowPlan:
     failures: dict[str, ClipResult]
 
 
-def _plan_rows(rows: list[dict[str, Any]], config: MaterializeConfig, log: TextIO) -> _RowPlan:
+def unique_clips(
+    rows: Iterable[dict[str, Any]], config: MaterializeConfig
+) -> dict[str, ClipSource]:
+    """The unique clips a table's rows need computed, by clip key, in first-seen order."""
+    return _plan_rows(list(rows), config, log=None).clips
+
+
+def _plan_rows(
+    rows: list[dict[str, Any]], config: MaterializeConfig, log: TextIO | None
+) -> _RowPlan:
     plan = _RowPlan([], {}, {})
     warned = False
     for index, row in enumerate(rows):
         if has_existing_saliency(row) and not config.overwrite:
             plan.row_keys.append(None)
             continue
-        if not warned and config.path_column not in row:
+        if not warned and log is not None and config.path_column not in row:
             _warn_missing_path_column(row, config, log)
             warned = True
         plan.row_keys.append(_plan_row(index, row, config, plan))
@@ -212,8 +226,13 @@ def _plan_row(index: int, row: dict[str, Any], config: MaterializeConfig, plan: 
     return key
 
 
-def _join_results(rows: list[dict[str, Any]], plan: _RowPlan, results: dict[str, ClipResult],
-                  config: MaterializeConfig, metadata: RowMetadata) -> MaterializeSummary:
+def _join_results(
+    rows: list[dict[str, Any]],
+    plan: _RowPlan,
+    results: dict[str, ClipResult],
+    config: MaterializeConfig,
+    metadata: RowMetadata,
+) -> MaterializeSummary:
     summary = MaterializeSummary()
     for row, key in zip(rows, plan.row_keys, strict=True):
         if key is None:
@@ -247,7 +266,9 @@ def _warn_missing_path_column(row: dict[str, Any], config: MaterializeConfig, lo
     )
 
 
-def _warn_if_all_missing(summary: MaterializeSummary, config: MaterializeConfig, log: TextIO) -> None:
+def _warn_if_all_missing(
+    summary: MaterializeSummary, config: MaterializeConfig, log: TextIO
+) -> None:
     if summary.failed and summary.statuses[MISSING_SOURCE] == summary.failed:
         print(
             f"saliency materialize: WARNING — all {summary.failed} failures have status "

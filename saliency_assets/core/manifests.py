@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saliency_assets.core.config import CONFIG_FIELDS, PATH_FIELDS, MaterializeConfig, config_from_mapping
+from saliency_assets.core.config import (
+    CONFIG_FIELDS,
+    PATH_FIELDS,
+    MaterializeConfig,
+    config_from_mapping,
+)
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.tables import table_format
 

@@ -64,8 +64,9 @@ def sha256_file(path: Path) -> str:
 class SaliencyModel:
     """One onnxruntime session with the image-in, map-out contract checked at load time."""
 
-    def __init__(self, path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,),
-                 intra_op_threads: int = 1) -> None:
+    def __init__(
+        self, path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,), intra_op_threads: int = 1
+    ) -> None:
         self.path = Path(path)
         self.session = _open_session(self.path, providers, intra_op_threads)
         self.input_name, self.output_name = _check_contract(self.session, self.path)
@@ -88,8 +89,11 @@ def available_providers(requested: tuple[str, ...]) -> list[str]:
     chosen = [name for name in requested if name in installed and name != CPU_PROVIDER]
     missing = [name for name in requested if name not in installed]
     if missing:
-        log.warning("execution providers %s are not available; falling back to %s",
-                    ", ".join(missing), ", ".join([*chosen, CPU_PROVIDER]))
+        log.warning(
+            "execution providers %s are not available; falling back to %s",
+            ", ".join(missing),
+            ", ".join([*chosen, CPU_PROVIDER]),
+        )
     return [*chosen, CPU_PROVIDER]
 
 
@@ -126,7 +130,9 @@ def _check_contract(session: ort.InferenceSession, path: Path) -> tuple[str, str
         )
     shape = inputs[0].shape
     if len(shape) != 4 or shape[1] not in (3, "3") or "float" not in inputs[0].type:
-        raise ConfigError(f"model {path} input must be float [1,3,H,W], is {inputs[0].type} {shape}")
+        raise ConfigError(
+            f"model {path} input must be float [1,3,H,W], is {inputs[0].type} {shape}"
+        )
     if len(outputs[0].shape) != 4:
         raise ConfigError(f"model {path} output must be [1,1,H,W], is {outputs[0].shape}")
     return inputs[0].name, outputs[0].name

@@ -51,8 +51,7 @@ def build_run_provenance(
         "args": {name: json_value(value) for name, value in sorted(args.items())},
         "inputs": inputs,
         "outputs": outputs,
-        "model": {"id": model.model_id, "path": _display_path(model.path),
-                  "sha256": model.sha256},
+        "model": {"id": model.model_id, "path": _display_path(model.path), "sha256": model.sha256},
         "versions": package_versions(),
         "started_at": _timestamp(started_at),
         "finished_at": _timestamp(utc_now()),
@@ -89,7 +88,7 @@ def json_value(value: Any) -> Any:
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _timestamp(moment: dt.datetime) -> str:

@@ -28,20 +28,22 @@ from saliency_assets.core.tables import atomic_write
 CACHE_ENV = "SALIENCY_ASSETS_CACHE"
 FINGERPRINT_HEAD_BYTES = 64 * 1024
 COMPACT_AFTER_PARTS = 64
-_SCHEMA = pa.schema([
-    ("clip_key", pa.string()),
-    ("source_fingerprint", pa.string()),
-    ("model_sha256", pa.string()),
-    ("settings_digest", pa.string()),
-    ("status", pa.string()),
-    ("saliency_mean", pa.float64()),
-    ("saliency_var", pa.float64()),
-    ("detail", pa.string()),
-    ("frames_used", pa.int64()),
-    ("width", pa.int64()),
-    ("height", pa.int64()),
-    ("computed_at", pa.float64()),
-])
+_SCHEMA = pa.schema(
+    [
+        ("clip_key", pa.string()),
+        ("source_fingerprint", pa.string()),
+        ("model_sha256", pa.string()),
+        ("settings_digest", pa.string()),
+        ("status", pa.string()),
+        ("saliency_mean", pa.float64()),
+        ("saliency_var", pa.float64()),
+        ("detail", pa.string()),
+        ("frames_used", pa.int64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("computed_at", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -138,17 +140,24 @@ class ResultStore:
 def is_transient(result: ClipResult) -> bool:
     """Failures that may not recur (timeouts, a dead worker) are not stored."""
     detail = result.detail or ""
-    return not result.ok and ("timed out" in detail or "did not finish" in detail
-                              or "worker process died" in detail)
+    return not result.ok and (
+        "timed out" in detail or "did not finish" in detail or "worker process died" in detail
+    )
 
 
 def _record(key: ResultKey, result: ClipResult) -> dict:
     return {
-        "clip_key": key.clip_key, "source_fingerprint": key.source_fingerprint,
-        "model_sha256": key.model_sha256, "settings_digest": key.settings_digest,
-        "status": result.status, "saliency_mean": result.saliency_mean,
-        "saliency_var": result.saliency_var, "detail": result.detail,
-        "frames_used": result.frames_used, "width": result.width, "height": result.height,
+        "clip_key": key.clip_key,
+        "source_fingerprint": key.source_fingerprint,
+        "model_sha256": key.model_sha256,
+        "settings_digest": key.settings_digest,
+        "status": result.status,
+        "saliency_mean": result.saliency_mean,
+        "saliency_var": result.saliency_var,
+        "detail": result.detail,
+        "frames_used": result.frames_used,
+        "width": result.width,
+        "height": result.height,
         "computed_at": time.time(),
     }
 
@@ -171,10 +180,21 @@ def _read_parts(parts: list[Path]) -> Iterable[tuple[ResultKey, ClipResult]]:
 
 
 def _key_of(record: dict) -> ResultKey:
-    return ResultKey(record["clip_key"], record["source_fingerprint"], record["model_sha256"],
-                     record["settings_digest"])
+    return ResultKey(
+        record["clip_key"],
+        record["source_fingerprint"],
+        record["model_sha256"],
+        record["settings_digest"],
+    )
 
 
 def _result_of(record: dict) -> ClipResult:
-    return ClipResult(record["status"], record["saliency_mean"], record["saliency_var"],
-                      record["detail"], record["frames_used"], record["width"], record["height"])
+    return ClipResult(
+        record["status"],
+        record["saliency_mean"],
+        record["saliency_var"],
+        record["detail"],
+        record["frames_used"],
+        record["width"],
+        record["height"],
+    )

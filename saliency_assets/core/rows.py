@@ -35,8 +35,9 @@ class RowMetadata:
     @classmethod
     def from_config(cls, config: MaterializeConfig, model_id: str) -> RowMetadata:
         size = "native" if config.inference_size is None else str(config.inference_size)
-        return cls(model_id, config.temporal_aggregator, float(config.ema_alpha),
-                   config.sampling, size)
+        return cls(
+            model_id, config.temporal_aggregator, float(config.ema_alpha), config.sampling, size
+        )
 
 
 def has_existing_saliency(row: dict[str, Any]) -> bool:
@@ -48,8 +49,9 @@ def mark_skipped(row: dict[str, Any], config: MaterializeConfig) -> None:
     _set(row, config.status_column, SKIPPED_EXISTING)
 
 
-def apply_result(row: dict[str, Any], result: ClipResult, config: MaterializeConfig,
-                 metadata: RowMetadata) -> None:
+def apply_result(
+    row: dict[str, Any], result: ClipResult, config: MaterializeConfig, metadata: RowMetadata
+) -> None:
     """Write one clip's result into one of its rows."""
     _set(row, config.status_column, result.status)
     if result.ok:
@@ -75,8 +77,15 @@ def _metadata_columns(config: MaterializeConfig, metadata: RowMetadata) -> list[
 
 
 def _clear_stale(row: dict[str, Any], config: MaterializeConfig) -> None:
-    stale_columns = [MEAN_COLUMN, VAR_COLUMN, config.model_id_column, config.aggregator_column,
-                     config.ema_alpha_column, config.sampling_column, config.inference_size_column]
+    stale_columns = [
+        MEAN_COLUMN,
+        VAR_COLUMN,
+        config.model_id_column,
+        config.aggregator_column,
+        config.ema_alpha_column,
+        config.sampling_column,
+        config.inference_size_column,
+    ]
     for column in stale_columns:
         _clear(row, column)
 

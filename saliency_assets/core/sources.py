@@ -78,7 +78,9 @@ def raw_geometry(row: dict[str, Any], config: MaterializeConfig, path: Path) -> 
     return width, height
 
 
-def _raw_clip(row: dict[str, Any], config: MaterializeConfig, path: Path) -> ClipSource | Unresolved:
+def _raw_clip(
+    row: dict[str, Any], config: MaterializeConfig, path: Path
+) -> ClipSource | Unresolved:
     width, height = raw_geometry(row, config, path)
     if width <= 0 or height <= 0:
         return Unresolved(

@@ -44,8 +44,9 @@ def materialize_table(
 ) -> TableRun:
     """Read ``input_path``, enrich it and write ``output_path`` atomically."""
     table = read_table(input_path)
-    outcome = materialize_rows(table.rows, config, model, runner=runner, store=store_for(config),
-                               log=log)
+    outcome = materialize_rows(
+        table.rows, config, model, runner=runner, store=store_for(config), log=log
+    )
     write_table(output_path, Table(outcome.rows, table.schema))
     return TableRun(Path(input_path), Path(output_path), config, model, outcome)
 
@@ -61,8 +62,11 @@ def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:
         "statuses": dict(sorted(run.outcome.summary.statuses.items())),
         "clips": run.outcome.clips,
         "reused_clips": run.outcome.reused_clips,
-        "model": {"id": run.model.model_id, "path": str(run.model.path),
-                  "sha256": run.model.sha256},
+        "model": {
+            "id": run.model.model_id,
+            "path": str(run.model.path),
+            "sha256": run.model.sha256,
+        },
         **extra,
     }
 

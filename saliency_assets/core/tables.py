@@ -142,8 +142,13 @@ def _read_parquet(path: Path) -> Table:
 
 def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        line = json.dumps(strict_json(row), ensure_ascii=True, separators=(",", ":"),
-                          allow_nan=False, default=_json_default)
+        line = json.dumps(
+            strict_json(row),
+            ensure_ascii=True,
+            separators=(",", ":"),
+            allow_nan=False,
+            default=_json_default,
+        )
         handle.write(line.encode("ascii") + b"\n")
 
 

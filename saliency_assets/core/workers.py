@@ -8,6 +8,7 @@ replaced too, so one bad file never stops a run.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from collections import deque
@@ -116,8 +117,10 @@ class ClipWorkerPool:
         for worker in list(self._workers):
             overdue = now - worker.started_at > limit + HARD_LIMIT_GRACE_S
             if worker.task and not worker.decoded and overdue:
-                detail = (f"decode did not finish within {limit:g} s "
-                          f"(decode_timeout); the worker was stopped")
+                detail = (
+                    f"decode did not finish within {limit:g} s "
+                    f"(decode_timeout); the worker was stopped"
+                )
                 yield self._replace(worker, ClipResult(DECODE_FAILED, detail=detail))
 
     def _replace(self, worker: _Worker, result: ClipResult) -> tuple[str, ClipResult]:
@@ -154,5 +157,6 @@ def _worker_main(connection: Connection, job: ClipJob) -> None:
         if task is None:
             return
         key, source = task
-        result = compute_clip(source, job, model, on_decoded=lambda: connection.send(("decoded", key)))
+        on_decoded = functools.partial(connection.send, ("decoded", key))
+        result = compute_clip(source, job, model, on_decoded=on_decoded)
         connection.send(("done", result))
