@@ -93,11 +93,8 @@ def compute_clip(
 
 def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> ClipResult:
     """Run the model on each decoded frame and fold the maps over time."""
-    reducer = TemporalReducer(job.temporal_aggregator, job.ema_alpha)
     try:
-        for frame in decoded.frames:
-            reducer.add(frame_saliency(frame, model), frame.luma)
-        mean, var = map_statistics(reducer.result())
+        mean, var = map_statistics(clip_map(decoded, job, model))
     except Exception as error:  # onnxruntime and numpy failures are per-clip model failures
         return ClipResult(MODEL_FAILED, detail=f"{type(error).__name__}: {error}")
     return ClipResult(
@@ -108,6 +105,14 @@ def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> Cli
         width=decoded.width,
         height=decoded.height,
     )
+
+
+def clip_map(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> np.ndarray:
+    """The clip's temporally reduced (H, W) saliency map."""
+    reducer = TemporalReducer(job.temporal_aggregator, job.ema_alpha)
+    for frame in decoded.frames:
+        reducer.add(frame_saliency(frame, model), frame.luma)
+    return reducer.result()
 
 
 def frame_saliency(frame: DecodedFrame, model: SaliencyModel) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""Asset checks: the status contract, provenance and coverage, reported with materializations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.engine import unique_clips
+from saliency_assets.core.model import ModelChoice
+from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
+from saliency_assets.core.results_store import (
+    ResultKey,
+    ResultStore,
+    settings_digest,
+    source_fingerprint,
+)
+from saliency_assets.core.statuses import FAILURE_STATUSES
+from saliency_assets.core.table_run import TableRun
+from saliency_assets.defs.corpora import CorpusTable
+
+STATUS_CONTRACT = "status_contract"
+PROVENANCE = "provenance"
+COVERAGE = "coverage"
+ENTRYPOINT = "saliency_assets/defs/factory.py"
+
+
+def batch_status_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        STATUS_CONTRACT,
+        asset=asset_key,
+        blocking=True,
+        description="No clip in the batch failed, unless the table allows row failures.",
+    )
+
+
+def table_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            STATUS_CONTRACT,
+            asset=asset_key,
+            blocking=True,
+            description="No row failed, unless the table allows row failures.",
+        ),
+        dg.AssetCheckSpec(
+            PROVENANCE,
+            asset=asset_key,
+            description="run_provenance: input and model sha256, versions, config.",
+        ),
+        dg.AssetCheckSpec(
+            COVERAGE,
+            asset=asset_key,
+            description="Every unique clip had a result from clip_saliency.",
+        ),
+    ]
+
+
+def batch_status_result(statuses: Counter, allow_row_failures: bool) -> dg.AssetCheckResult:
+    failed = sum(statuses[status] for status in FAILURE_STATUSES)
+    return dg.AssetCheckResult(
+        check_name=STATUS_CONTRACT,
+        passed=failed == 0 or allow_row_failures,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"failed_clips": failed, **_status_counts(statuses)},
+    )
+
+
+def status_contract_result(run: TableRun, allow_row_failures: bool) -> dg.AssetCheckResult:
+    summary = run.outcome.summary
+    return dg.AssetCheckResult(
+        check_name=STATUS_CONTRACT,
+        passed=summary.failed == 0 or allow_row_failures,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "allow_row_failures": allow_row_failures,
+            **summary.to_json(),
+            **_status_counts(summary.statuses),
+        },
+    )
+
+
+def provenance_result(provenance: dict[str, Any]) -> dg.AssetCheckResult:
+    input_description = provenance["inputs"].get("input") or {}
+    return dg.AssetCheckResult(
+        check_name=PROVENANCE,
+        passed=bool(input_description.get("sha256")) and bool(provenance["model"]["sha256"]),
+        metadata={
+            "input_sha256": input_description.get("sha256", ""),
+            "model_sha256": provenance["model"]["sha256"],
+            "run_provenance": dg.MetadataValue.json(provenance),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    clips: int
+    with_results: int
+
+    @property
+    def missing(self) -> int:
+        return self.clips - self.with_results
+
+
+def coverage_of(
+    rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice, store: ResultStore
+) -> Coverage:
+    """How many of the table's unique clips already have a stored result for this model/config."""
+    digest = settings_digest(config)
+    clips = unique_clips(rows, config)
+    found = 0
+    for key, source in clips.items():
+        try:
+            result_key = ResultKey(key, source_fingerprint(source), model.sha256, digest)
+        except OSError:
+            continue
+        found += store.lookup(result_key) is not None
+    return Coverage(len(clips), found)
+
+
+def coverage_result(coverage: Coverage) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=COVERAGE,
+        passed=coverage.missing == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "unique_clips": coverage.clips,
+            "with_results": coverage.with_results,
+            "computed_by_enriched_table": coverage.missing,
+        },
+    )
+
+
+def run_provenance_for(
+    table: CorpusTable, run: TableRun, context: dg.AssetExecutionContext
+) -> dict[str, Any]:
+    config = run.config
+    return build_run_provenance(
+        ENTRYPOINT,
+        argv=[],
+        args={
+            "table_id": table.table_id,
+            "manifest": str(table.manifest.path),
+            "dagster_run_id": context.run.run_id,
+            "config": config.to_json(),
+        },
+        inputs={
+            "input": describe_path(run.input),
+            "model_path": describe_path(run.model.path),
+            "root": describe_path(config.root),
+            "manifest": describe_path(table.manifest.path),
+        },
+        outputs={"output": describe_path(run.output)},
+        model=run.model,
+        started_at=utc_now(),
+    )
+
+
+def _status_counts(statuses: Counter) -> dict[str, int]:
+    return {f"status/{status}": count for status, count in sorted(statuses.items())}
