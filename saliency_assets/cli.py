@@ -172,8 +172,9 @@ def _add_batch(commands: Any) -> None:
 
 
 def _add_demo(commands: Any) -> None:
-    parser = commands.add_parser("demo", help="generate the demo corpus and enrich it")
-    parser.add_argument("--workdir", type=Path, default=Path("demo-output"))
+    parser = commands.add_parser(
+        "demo", help="generate the demo corpus and materialise saliency/demo/* through Dagster"
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -258,7 +259,7 @@ def _write_batch_reports(args, argv, report, models, manifest, started) -> None:
 def _run_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from saliency_assets.demo import run_demo
 
-    return run_demo(args.workdir)
+    return run_demo()
 
 
 def _config_from_args(args: argparse.Namespace) -> MaterializeConfig:

@@ -7,6 +7,9 @@ content (a bright object drifting over a graded background) so saliency has some
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +18,6 @@ import av
 import numpy as np
 
 from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import prepare_model
-from saliency_assets.core.table_run import materialize_table
 
 DEMO_FRAMES = 12
 DEMO_RATE = 25
@@ -84,15 +85,67 @@ def drift_frame(width: int, height: int, index: int) -> np.ndarray:
     return frame
 
 
-def run_demo(workdir: Path) -> int:
-    """Generate the corpus and enrich it in-process; print where the enriched table is."""
-    table = generate_demo_corpus(workdir)
-    config = MaterializeConfig(root=Path(workdir) / "clips")
-    output = Path(workdir) / "features.saliency.jsonl"
-    run = materialize_table(table, output, config, prepare_model(config))
-    print(f"enriched table: {output.resolve()}  ({run.summary})")
-    return 0 if run.summary["ok"] else 1
+def run_demo(workdir: Path | None = None) -> int:
+    """Generate the demo corpus and materialise ``saliency/demo/*`` with ``dagster asset
+    materialize`` on a local instance; print where the enriched table is."""
+    from saliency_assets.defs.corpora import DEFAULT_MANIFESTS_DIR
+
+    repo = DEFAULT_MANIFESTS_DIR.parent
+    table = generate_demo_corpus(workdir or repo / "demo-output")
+    home = Path(os.environ.get("DAGSTER_HOME") or repo / ".dagster_home")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home.resolve()),
+        "SALIENCY_ASSETS_MANIFESTS": str(DEFAULT_MANIFESTS_DIR / "demo.json"),
+    }
+    _prepare_instance(home, repo / "dagster.yaml")
+    first, last = demo_partition_range(table)
+    steps = [
+        ["--select", "saliency/demo/source_table"],
+        ["--select", "saliency/demo/clip_saliency", "--partition-range", f"{first}...{last}"],
+        ["--select", "saliency/demo/enriched_table"],
+    ]
+    for step in steps:
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "saliency_assets.definitions",
+            *step,
+        ]
+        print("$ dagster asset materialize " + " ".join(step), flush=True)
+        if subprocess.run(command, env=env, cwd=repo, check=False).returncode != 0:
+            print("demo: the Dagster run failed (see the log above)", file=sys.stderr)
+            return 1
+    output = (repo / "demo-output" / "features.saliency.jsonl").resolve()
+    print(f"enriched table: {output}")
+    print(
+        f"Dagster instance: {home.resolve()} (open the UI with: DAGSTER_HOME={home} "
+        ".venv/bin/dagster dev -w workspace.yaml)"
+    )
+    return 0
+
+
+def demo_partition_range(table: Path) -> tuple[str, str]:
+    """The first and last clip partition keys of the demo table, in registration order."""
+    from saliency_assets.core.engine import unique_clips
+    from saliency_assets.core.tables import read_table
+    from saliency_assets.defs.partitions import clip_partition_key
+
+    config = MaterializeConfig(root=table.parent / "clips")
+    sources = list(unique_clips(read_table(table).rows, config).values())
+    keys = [clip_partition_key(source, config.root) for source in sources]
+    return keys[0], keys[-1]
+
+
+def _prepare_instance(home: Path, template: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(template, home / "dagster.yaml")
 
 
 if __name__ == "__main__":
-    sys.exit(run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo-output")))
+    sys.exit(run_demo())
