@@ -1,14 +1,9 @@
 """The code location: one set of saliency assets per manifest table, assembled here."""
 
-import warnings
-
 import dagster as dg
 
 from saliency_assets.defs.corpora import load_corpus_tables
 from saliency_assets.defs.factory import corpus_table_defs
-
-# backfill_policy= on @asset is a BetaWarning in 1.13; the multi-run policy is what we want.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_definitions() -> dg.Definitions:

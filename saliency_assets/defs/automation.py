@@ -24,7 +24,6 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
     clips_job = dg.define_asset_job(
         f"{name}_clips",
         selection=dg.AssetSelection.assets(keys.clip_saliency),
-        partitions_def=partitions,
     )
     refresh_job = dg.define_asset_job(
         f"{name}_refresh", selection=dg.AssetSelection.assets(keys.source_table)

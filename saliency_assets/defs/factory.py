@@ -7,6 +7,7 @@ results back onto every row and writes the output table and its audit exactly as
 """
 
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -117,42 +118,53 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
         else dg.BackfillPolicy.single_run()
     )
 
-    @dg.asset(
-        key=keys.clip_saliency,
-        group_name=keys.group,
-        deps=[keys.source_table],
-        partitions_def=partitions,
-        backfill_policy=policy,
-        pool=MODEL_POOL,
-        required_resource_keys={keys.decoder_resource, keys.model_resource},
-        check_specs=[checks.batch_status_spec(keys.clip_saliency)],
-        kinds={"onnx", "ffmpeg"},
-        description="Per-clip saliency, computed in batches and kept in the results store.",
-    )
     def clip_saliency(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        config = effective_config(table, context)
-        model = getattr(context.resources, keys.model_resource).choice
-        storage = TableStorage.for_table(table, context.instance)
-        sharded = table.options.partitioning == "shards"
-        _existing(table.spec.input, "input table")
-        partition_keys = context.partition_keys
-        indexed = current_clip_index(table, storage.clip_index, partition_keys, sharded)
-        batch = clips_for_partitions(indexed, partition_keys, sharded)
-        started = time.monotonic()
-        computed = compute_clips(
-            {clip.clip_key: clip.source for clip in batch},
-            config,
-            model,
-            store=ResultStore(storage.results),
-        )
-        seconds = time.monotonic() - started
-        statuses = Counter(result.status for result in computed.results.values())
-        return dg.MaterializeResult(
-            metadata=metadata.batch_metadata(statuses, computed.reused, seconds, model),
-            check_results=[checks.batch_status_result(statuses, table.options.allow_row_failures)],
-        )
+        return compute_clip_batch(table, context)
 
-    return clip_saliency
+    # backfill_policy= on @asset is a BetaWarning in 1.13; the multi-run policy is what we want.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        decorate = dg.asset(
+            key=keys.clip_saliency,
+            group_name=keys.group,
+            deps=[keys.source_table],
+            partitions_def=partitions,
+            backfill_policy=policy,
+            pool=MODEL_POOL,
+            required_resource_keys={keys.decoder_resource, keys.model_resource},
+            check_specs=[checks.batch_status_spec(keys.clip_saliency)],
+            kinds={"onnx", "ffmpeg"},
+            description="Per-clip saliency, computed in batches and kept in the results store.",
+        )
+        return decorate(clip_saliency)
+
+
+def compute_clip_batch(
+    table: CorpusTable, context: dg.AssetExecutionContext
+) -> dg.MaterializeResult:
+    """Compute the run's clip partitions (a key, a range, or shards) into the results store."""
+    keys = TableKeys(table)
+    config = effective_config(table, context)
+    model = getattr(context.resources, keys.model_resource).choice
+    storage = TableStorage.for_table(table, context.instance)
+    sharded = table.options.partitioning == "shards"
+    _existing(table.spec.input, "input table")
+    partition_keys = context.partition_keys
+    indexed = current_clip_index(table, storage.clip_index, partition_keys, sharded)
+    batch = clips_for_partitions(indexed, partition_keys, sharded)
+    started = time.monotonic()
+    computed = compute_clips(
+        {clip.clip_key: clip.source for clip in batch},
+        config,
+        model,
+        store=ResultStore(storage.results),
+    )
+    seconds = time.monotonic() - started
+    statuses = Counter(result.status for result in computed.results.values())
+    return dg.MaterializeResult(
+        metadata=metadata.batch_metadata(statuses, computed.reused, seconds, model),
+        check_results=[checks.batch_status_result(statuses, table.options.allow_row_failures)],
+    )
 
 
 def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefinition:

@@ -1,0 +1,150 @@
+"""The Dagster layer on a temporary instance, with real decoding and the real bundled model."""
+
+import json
+
+import dagster as dg
+import pytest
+from dagster_support import (
+    load_defs,
+    materialization_metadata,
+    range_tags,
+    run_job,
+    write_corpus,
+    write_manifest,
+)
+from support.clips import make_clip
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    write_corpus(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+def materialize_all(defs, instance, first="a.mp4", last="c.mp4"):
+    run_job(defs, "saliency_t_refresh", instance)
+    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags(first, last))
+    enriched = run_job(defs, "saliency_t_enrich", instance)
+    return clips, enriched
+
+
+def test_source_table_registers_one_partition_per_unique_clip(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    result = run_job(defs, "saliency_t_refresh", instance)
+    assert instance.get_dynamic_partitions("saliency_t_clips") == ["a.mp4", "b.mp4", "c.mp4"]
+    metadata = materialization_metadata(result, "saliency/t/source_table")
+    assert (metadata["rows"], metadata["unique_clips"], metadata["new_partitions"]) == (6, 3, 3)
+    assert len(metadata["sha256"]) == 64
+
+
+def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    clips, enriched = materialize_all(defs, instance)
+    assert len(clips.get_asset_materialization_events()) == 3
+    batch = materialization_metadata(clips, "saliency/t/clip_saliency")
+    assert (batch["clips"], batch["computed_clips"], batch["status/ok"]) == (3, 3, 3)
+    rows = [
+        json.loads(line)
+        for line in (corpus / "out/features.saliency.jsonl").read_text().splitlines()
+    ]
+    assert [row["saliency_status"] for row in rows] == ["ok"] * 6
+    assert rows[0]["saliency_mean"] == rows[1]["saliency_mean"]
+    audit = json.loads((corpus / "out/audit.json").read_text())
+    assert audit["summary"] == {"total": 6, "ok": 6, "skipped_existing": 0, "failed": 0}
+    assert audit["run_provenance"]["schema"] == "ai-run-provenance-v1"
+    evaluations = {e.check_name: e.passed for e in enriched.get_asset_check_evaluations()}
+    assert evaluations == {"status_contract": True, "provenance": True, "coverage": True}
+    table_metadata = materialization_metadata(enriched, "saliency/t/enriched_table")
+    assert "data:image/png;base64," in table_metadata["saliency_mean_histogram"]
+    assert table_metadata["saliency_map_thumbnails"].count("data:image/png;base64,") == 3
+
+
+def test_rerun_skips_computed_clips_and_recomputes_a_changed_one(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    materialize_all(defs, instance)
+    again = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+    assert materialization_metadata(again, "saliency/t/clip_saliency")["computed_clips"] == 0
+    make_clip(corpus / "clips" / "b.mp4", 96, 64, 4)
+    changed = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+    metadata = materialization_metadata(changed, "saliency/t/clip_saliency")
+    assert (metadata["computed_clips"], metadata["reused_clips"]) == (1, 2)
+
+
+def test_changed_model_setting_recomputes(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    materialize_all(defs, instance)
+    defs = load_defs(monkeypatch, write_manifest(corpus, temporal_aggregator="max"))
+    rerun = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+    assert materialization_metadata(rerun, "saliency/t/clip_saliency")["computed_clips"] == 3
+
+
+def test_status_contract_blocks_when_rows_fail(tmp_path, instance, monkeypatch):
+    write_corpus(tmp_path, missing=["gone.mp4"])
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    run_job(defs, "saliency_t_refresh", instance)
+    run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+    enriched = run_job(defs, "saliency_t_enrich", instance, raise_on_error=False)
+    assert not enriched.success
+    contract = [
+        e for e in enriched.get_asset_check_evaluations() if e.check_name == "status_contract"
+    ]
+    assert contract[0].passed is False
+    assert contract[0].metadata["status/missing-source"].value == 1
+
+
+def test_allowed_row_failures_pass_the_contract(tmp_path, instance, monkeypatch):
+    write_corpus(tmp_path, missing=["gone.mp4"])
+    defs = load_defs(
+        monkeypatch, write_manifest(tmp_path, dagster_options={"allow_row_failures": True})
+    )
+    _, enriched = materialize_all(defs, instance)
+    assert enriched.success
+
+
+def test_batch_status_contract_fails_for_a_broken_clip(tmp_path, instance, monkeypatch):
+    write_corpus(tmp_path)
+    (tmp_path / "clips" / "b.mp4").write_bytes(b"not a video")
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    run_job(defs, "saliency_t_refresh", instance)
+    clips = run_job(
+        defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"), raise_on_error=False
+    )
+    contract = clips.get_asset_check_evaluations()[0]
+    assert contract.passed is False
+    assert contract.metadata["status/decode-failed"].value == 1
+
+
+def test_coverage_fails_when_clips_were_not_materialized(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    run_job(defs, "saliency_t_refresh", instance)
+    run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "a.mp4"))
+    enriched = run_job(defs, "saliency_t_enrich", instance)
+    coverage = [e for e in enriched.get_asset_check_evaluations() if e.check_name == "coverage"][0]
+    assert coverage.passed is False
+    assert coverage.metadata["computed_by_enriched_table"].value == 2
+
+
+def test_missing_corpus_loads_but_fails_clearly_when_run(tmp_path, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    result = run_job(defs, "saliency_t_refresh", instance, raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "does not exist on this machine" in failure.event_specific_data.error.message
+
+
+def test_sharded_partitioning_computes_all_clips(corpus, instance, monkeypatch):
+    options = {"partitioning": "shards", "shards": 4, "clips_per_run": 4}
+    defs = load_defs(monkeypatch, write_manifest(corpus, dagster_options=options))
+    run_job(defs, "saliency_t_refresh", instance)
+    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("shard-0", "shard-3"))
+    assert len(clips.get_asset_materialization_events()) == 4
+    assert materialization_metadata(clips, "saliency/t/clip_saliency")["clips"] == 3
+    assert run_job(defs, "saliency_t_enrich", instance).success
