@@ -26,8 +26,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from saliency_assets.demo import DemoClip, write_demo_clip
 from saliency_assets.defs.partitions import register_partitions
+from saliency_assets.demo import DemoClip, write_demo_clip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DISTINCT_CLIPS = 8
@@ -180,9 +180,8 @@ def _report(figures: dict) -> None:
     print(f"register {registration['keys']} partition keys: {registration['seconds']} s")
     cli = figures["cli"]
     print(f"CLI: {cli['clips']} clips in {cli['seconds']} s = {cli['clips_per_s']} clips/s")
-    print(
-        "| partitioning | partitions | run wall s | engine s | bookkeeping | clips/s | CLI time / run time |"
-    )
+    print("| partitioning | partitions | run wall s | engine s | bookkeeping | clips/s "
+          "| CLI time / run time |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for partitioning in ("clips", "shards"):
         run = figures[f"dagster_{partitioning}"]
