@@ -13,7 +13,14 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import DecodedClip, DecodedFrame, decode_clip
 from saliency_assets.core.errors import DecodeError, GeometryError
 from saliency_assets.core.model import SaliencyModel
-from saliency_assets.core.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
+from saliency_assets.core.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PAD_MULTIPLE,
+    model_input,
+    rgb24_to_rgb,
+    yuv420p_to_rgb,
+)
 from saliency_assets.core.reducers import TemporalReducer, map_statistics
 from saliency_assets.core.statuses import DECODE_FAILED, MISSING_GEOMETRY, MODEL_FAILED, OK
 
@@ -118,8 +125,41 @@ def clip_map(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> np.nda
 def frame_saliency(frame: DecodedFrame, model: SaliencyModel) -> np.ndarray:
     """One frame's (H, W) saliency map."""
     height, width = frame.luma.shape
-    if frame.chroma is not None:
-        tensor = model_input(yuv420p_to_rgb(frame.luma, *frame.chroma), pad_mode="zero")
-    else:
+    if frame.chroma is None:
         tensor = model_input(rgb24_to_rgb(frame.rgb), pad_mode="edge")
-    return model.predict(tensor, height, width)
+        return model.predict(tensor, height, width)
+    padded_height, padded_width = _padded(height), _padded(width)
+    if model.tiles_for(padded_height, padded_width) is None:
+        tensor = model_input(yuv420p_to_rgb(frame.luma, *frame.chroma), pad_mode="zero")
+        return model.predict(tensor, height, width)
+
+    def window(top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        return yuv420p_window_input(frame, top, bottom, left, right)
+
+    return model.predict_windows(window, padded_height, padded_width, height, width)
+
+
+def yuv420p_window_input(
+    frame: DecodedFrame, top: int, bottom: int, left: int, right: int
+) -> np.ndarray:
+    """The window ``[top, bottom) x [left, right)`` of the frame's zero-padded model input.
+
+    Pixel for pixel the same values as the whole frame's ``model_input`` (the maths is
+    elementwise and ``top``/``left`` are even, so 4:2:0 chroma lines up); only the window is
+    converted, so a 4K frame never exists as one float tensor.
+    """
+    height, width = frame.luma.shape
+    rows, cols = min(bottom, height) - top, min(right, width) - left
+    tensor = np.zeros((1, 3, bottom - top, right - left), dtype=np.float32)
+    if rows <= 0 or cols <= 0:
+        return tensor
+    u_plane, v_plane = frame.chroma
+    chroma = np.s_[top // 2 : (top + rows + 1) // 2, left // 2 : (left + cols + 1) // 2]
+    luma = frame.luma[top : top + rows, left : left + cols]
+    rgb = yuv420p_to_rgb(luma, u_plane[chroma], v_plane[chroma])
+    tensor[0, :, :rows, :cols] = ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    return tensor
+
+
+def _padded(length: int) -> int:
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE

@@ -17,10 +17,23 @@ import numpy as np
 import onnxruntime as ort
 
 from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.tiling import (
+    Tile,
+    TileGeometry,
+    WindowInput,
+    plan_tiles,
+    run_tiles,
+    tile_geometry,
+)
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
 CPU_PROVIDER = "CPUExecutionProvider"
+# Frames above this many (padded) pixels run as tiles; smaller ones in a single call. Tiles of
+# about 640 px keep onnxruntime's working set near 300 MB and run faster than one big call
+# (benchmarks/README.md has the measurements).
+TILE_ABOVE_PIXELS = 1 << 20
+TILE_SIZE = 640
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +75,71 @@ def sha256_file(path: Path) -> str:
 
 
 class SaliencyModel:
-    """One onnxruntime session with the image-in, map-out contract checked at load time."""
+    """One onnxruntime session with the image-in, map-out contract checked at load time.
+
+    Frames larger than ``tile_above_pixels`` run as overlapping windows of about ``tile_size``
+    pixels when the model's receptive field is known (:mod:`.tiling`); the stitched map equals
+    the single call's within float rounding. ``tile_above_pixels=None`` never tiles.
+    """
 
     def __init__(
-        self, path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,), intra_op_threads: int = 1
+        self,
+        path: Path,
+        providers: tuple[str, ...] = (CPU_PROVIDER,),
+        intra_op_threads: int = 1,
+        *,
+        tile_size: int = TILE_SIZE,
+        tile_above_pixels: int | None = TILE_ABOVE_PIXELS,
     ) -> None:
         self.path = Path(path)
         self.session = _open_session(self.path, providers, intra_op_threads)
         self.input_name, self.output_name = _check_contract(self.session, self.path)
         self.providers = tuple(self.session.get_providers())
+        self.tile_geometry: TileGeometry | None = _read_tile_geometry(self.path)
+        self.tile_size = tile_size
+        self.tile_above_pixels = tile_above_pixels
 
     def predict(self, tensor: np.ndarray, height: int, width: int) -> np.ndarray:
         """Run one padded NCHW tensor; return the (height, width) float32 map, cropped."""
+        padded_height, padded_width = tensor.shape[-2:]
+
+        def window(top: int, bottom: int, left: int, right: int) -> np.ndarray:
+            return np.ascontiguousarray(tensor[:, :, top:bottom, left:right])
+
+        return self.predict_windows(window, padded_height, padded_width, height, width)
+
+    def predict_windows(
+        self,
+        window_input: WindowInput,
+        padded_height: int,
+        padded_width: int,
+        height: int,
+        width: int,
+    ) -> np.ndarray:
+        """Like :meth:`predict`, but the input is built window by window on demand.
+
+        ``window_input(top, bottom, left, right)`` returns that window of the padded frame as
+        a [1, C, h, w] float32 tensor, so a large frame never exists as one tensor.
+        """
+        tiles = self.tiles_for(padded_height, padded_width)
+        if tiles is None:
+            full_map = self._run(window_input(0, padded_height, 0, padded_width))
+        else:
+            full_map = run_tiles(tiles, window_input, self._run)
+        return full_map[:height, :width]
+
+    def tiles_for(self, padded_height: int, padded_width: int) -> list[Tile] | None:
+        """The windows a frame of this padded size runs as, or None for a single call."""
+        if self.tile_geometry is None or self.tile_above_pixels is None:
+            return None
+        if padded_height * padded_width <= self.tile_above_pixels:
+            return None
+        tiles = plan_tiles(padded_height, padded_width, self.tile_geometry, self.tile_size)
+        return tiles if len(tiles) > 1 else None
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
         outputs = self.session.run([self.output_name], {self.input_name: tensor})
-        return np.asarray(outputs[0][0, 0, :height, :width], dtype=np.float32)
+        return np.asarray(outputs[0][0, 0], dtype=np.float32)
 
 
 def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)) -> None:
@@ -109,10 +173,26 @@ def _find_model_by_id(model_id: str) -> Path:
     )
 
 
+def _read_tile_geometry(path: Path) -> TileGeometry | None:
+    try:
+        return tile_geometry(path)
+    except Exception as error:  # an unreadable graph is never tiled; the session still runs it
+        log.warning("model %s: receptive field unknown (%s); frames run untiled", path, error)
+        return None
+
+
 def _open_session(path: Path, providers: tuple[str, ...], threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    # One thread per worker process: the engine runs a process per core, and at these sizes a
+    # second thread in one session buys nothing (benchmarks/README.md).
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Window shapes vary, so a memory pattern per shape only holds extra buffers; the arena
+    # stays on and is bounded by the largest window.
+    options.enable_mem_pattern = False
+    options.enable_cpu_mem_arena = True
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=available_providers(providers))
