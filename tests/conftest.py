@@ -56,3 +56,14 @@ def isolated_results_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "results-cache"
     monkeypatch.setenv("SALIENCY_ASSETS_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def dagster_instance(tmp_path):
+    """A persistent temporary Dagster instance (sensors and schedules need one)."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance

@@ -2,7 +2,6 @@
 
 import json
 
-import dagster as dg
 import pytest
 from dagster_support import (
     load_defs,
@@ -22,11 +21,8 @@ def corpus(tmp_path):
 
 
 @pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
+def instance(dagster_instance):
+    return dagster_instance
 
 
 def materialize_all(defs, instance, first="a.mp4", last="c.mp4"):

@@ -8,11 +8,8 @@ from saliency_assets.defs.automation import RANGE_END_TAG, RANGE_START_TAG, plan
 
 
 @pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
+def instance(dagster_instance):
+    return dagster_instance
 
 
 def evaluate(defs, instance):

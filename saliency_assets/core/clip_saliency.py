@@ -80,13 +80,7 @@ def compute_clip(
     ``on_decoded`` is called between decoding and inference (the worker pool's heartbeat).
     """
     try:
-        decoded = decode_clip(
-            source,
-            job.plan,
-            ffmpeg_bin=job.ffmpeg_bin,
-            ffprobe_bin=job.ffprobe_bin,
-            timeout_s=job.decode_timeout,
-        )
+        decoded = decode_for_job(source, job)
     except GeometryError as error:
         return ClipResult(MISSING_GEOMETRY, detail=str(error))
     except DecodeError as error:
@@ -111,6 +105,17 @@ def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> Cli
         frames_used=len(decoded.frames),
         width=decoded.width,
         height=decoded.height,
+    )
+
+
+def decode_for_job(source: ClipSource, job: ClipJob) -> DecodedClip:
+    """Decode the clip's sampled frames with the job's decoder settings."""
+    return decode_clip(
+        source,
+        job.plan,
+        ffmpeg_bin=job.ffmpeg_bin,
+        ffprobe_bin=job.ffprobe_bin,
+        timeout_s=job.decode_timeout,
     )
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from saliency_assets.core.clip_saliency import ClipJob, clip_map
+from saliency_assets.core.clip_saliency import ClipJob, clip_map, decode_for_job
 from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.decoding import decode_clip
 from saliency_assets.core.images import encode_png, heatmap_thumbnail, histogram_image
 from saliency_assets.core.model import ModelChoice, SaliencyModel
 from saliency_assets.core.rows import MEAN_COLUMN
@@ -86,13 +85,7 @@ def thumbnails_markdown(
     job = ClipJob.from_config(config, model.path)
     lines = []
     for source in sources:
-        decoded = decode_clip(
-            source,
-            job.plan,
-            ffmpeg_bin=config.ffmpeg_bin,
-            ffprobe_bin=config.ffprobe_bin,
-            timeout_s=config.decode_timeout,
-        )
+        decoded = decode_for_job(source, job)
         thumbnail = heatmap_thumbnail(clip_map(decoded, job, session))
         lines += [
             f"**{source.path.name}** ({decoded.width}×{decoded.height})",
