@@ -48,3 +48,19 @@ def test_dagster_definitions_validate_passes(tmp_path):
         env={**__import__("os").environ, "DAGSTER_HOME": str(tmp_path)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shipped_instance_config_loads_with_run_limits_and_the_model_pool(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copyfile(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.run_queue_config.max_concurrent_runs == 2
+    from saliency_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    clip_node = graph.get(dg.AssetKey(["saliency", "demo", "clip_saliency"]))
+    assert clip_node.pools == {"saliency_model"}
