@@ -58,6 +58,9 @@ def locate_source(row: dict[str, Any], config: MaterializeConfig) -> Path | Unre
             f"path column {config.path_column!r} holds {type(value).__name__} "
             f"{_short(value)}, not a path",
         )
+    unusable = _unusable_path(value)
+    if unusable:
+        return Unresolved(MISSING_SOURCE, f"path {_short(value)} {unusable}")
     path = _joined(Path(value), config.root)
     escape = _escapes_root(path, config)
     if escape:
@@ -106,6 +109,17 @@ def _joined(path: Path, root: Path | None) -> Path:
     return Path(os.path.normpath(path))
 
 
+def _unusable_path(value: str) -> str | None:
+    """Why no file system could hold this path, if so (os calls would raise ValueError)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return "cannot be encoded as a file name (lone surrogate characters)"
+    return None
+
+
 def _escapes_root(path: Path, config: MaterializeConfig) -> str | None:
     if not config.confine_to_root or config.root is None:
         return None
@@ -137,7 +151,7 @@ def _dimension(value: Any) -> int:
         return 0
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond any float
         return 0
     return int(number) if math.isfinite(number) else 0
 
