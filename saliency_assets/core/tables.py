@@ -2,6 +2,10 @@
 
 A table is a list of row dicts plus, for Parquet inputs, the Arrow schema it came with, so
 untouched columns are written back with their own types.
+
+JSONL input is read strictly and boundedly: every line must be one UTF-8 JSON object of at most
+``MAX_LINE_BYTES`` bytes with no repeated key, and the first line that is not is reported by
+number before anything is written. A UTF-8 byte order mark at the start is allowed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TABLE_SUFFIXES = (".jsonl", ".parquet")
+# The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
+MAX_LINE_BYTES = 32 * 1024 * 1024
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class TableError(ValueError):
@@ -56,7 +63,7 @@ def write_table(path: Path, table: Table) -> None:
     if kind == "jsonl":
         atomic_write(path, lambda handle: _write_jsonl(handle, table.rows))
     else:
-        arrow_table = _to_arrow(table)
+        arrow_table = _to_arrow(path, table)
         atomic_write(path, lambda handle: pq.write_table(arrow_table, handle))
 
 
@@ -93,6 +100,17 @@ def strict_json(value: Any) -> Any:
     return value
 
 
+def object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a JSON object as a dict. A repeated key would silently drop a value,
+    so it raises ``ValueError`` naming the key."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"key {repeated!r} appears more than once in one object")
+    return record
+
+
 @contextmanager
 def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
     fd, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -108,34 +126,58 @@ def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
 
 def _read_jsonl(path: Path) -> Table:
     rows = []
-    with path.open("r", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, line in _jsonl_lines(path, handle):
             text = line.strip()
-            if not text:
-                continue
-            rows.append(_parse_jsonl_row(path, line_number, text))
+            if text:
+                rows.append(_parse_jsonl_row(path, line_number, text))
     return Table(rows)
 
 
-def _parse_jsonl_row(path: Path, line_number: int, text: str) -> dict[str, Any]:
+def _jsonl_lines(path: Path, handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines, each read with a bound so an over-long line is never loaded whole."""
+    line_number = 0
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        line_number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            raise TableError(
+                f"{path}: line {line_number} is longer than {MAX_LINE_BYTES} bytes, the most a "
+                "JSONL row may hold; it was not read"
+            )
+        if line_number == 1 and line.startswith(_UTF8_BOM):
+            line = line[len(_UTF8_BOM) :]
+        yield line_number, line
+
+
+def _parse_jsonl_row(path: Path, line_number: int, data: bytes) -> dict[str, Any]:
+    where = f"{path}: line {line_number}"
     try:
-        row = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TableError(f"{where} is not valid UTF-8 (byte {error.start})") from None
+    try:
+        row = json.loads(text, object_pairs_hook=object_with_unique_keys)
     except json.JSONDecodeError as error:
-        raise TableError(f"{path}: line {line_number} is not valid JSON ({error.msg})") from None
+        raise TableError(f"{where} is not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise TableError(f"{where} nests arrays or objects too deeply to read") from None
+    except ValueError as error:  # a repeated key, or an integer of thousands of digits
+        raise TableError(f"{where}: {error}") from None
     if not isinstance(row, dict):
-        raise TableError(f"{path}: line {line_number} is not a JSON object")
+        raise TableError(f"{where} is not a JSON object")
     return row
 
 
 def _read_parquet(path: Path) -> Table:
     try:
+        names = pq.read_schema(path).names
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise TableError(f"{path}: duplicated column names {duplicated}")
         arrow_table = pq.read_table(path)
     except (pa.ArrowException, OSError) as error:
-        raise TableError(f"{path}: cannot read Parquet ({error})") from None
-    names = arrow_table.column_names
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise TableError(f"{path}: duplicated column names {duplicated}")
+        cause = " ".join(str(error).split())
+        raise TableError(f"{path}: cannot read Parquet ({cause})") from None
     # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
     return Table(arrow_table.to_pylist(), arrow_table.schema)
 
@@ -162,16 +204,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSONL")
 
 
-def _to_arrow(table: Table) -> pa.Table:
-    """Columns in first-seen order; columns of the input schema keep their Arrow types."""
-    names = _column_order(table.rows)
-    known = table.schema
-    arrays = [_column_array(table.rows, name, known) for name in names]
+def _to_arrow(path: Path, table: Table) -> pa.Table:
+    """Columns in first-seen order; columns of the input schema keep their Arrow types (and
+    are kept even when the table has no rows)."""
+    names = _column_order(table.rows, table.schema)
+    arrays = []
+    for name in names:
+        try:
+            arrays.append(_column_array(table.rows, name, table.schema))
+        except UnicodeEncodeError:
+            raise TableError(
+                f"{path}: column {name!r} holds text that is not valid Unicode (a lone "
+                "surrogate from a JSON \\u escape); Parquet cannot store it, write JSONL instead"
+            ) from None
     return pa.table(dict(zip(names, arrays, strict=True)))
 
 
-def _column_order(rows: list[dict[str, Any]]) -> list[str]:
-    seen: dict[str, None] = {}
+def _column_order(rows: list[dict[str, Any]], schema: pa.Schema | None) -> list[str]:
+    seen: dict[str, None] = dict.fromkeys(schema.names) if schema is not None else {}
     for row in rows:
         for name in row:
             seen.setdefault(name, None)
@@ -192,6 +242,8 @@ def _column_array(rows: list[dict[str, Any]], name: str, schema: pa.Schema | Non
 def _inferred_array(name: str, values: list[Any]) -> pa.Array:
     try:
         return pa.array(values, from_pandas=True)
+    except UnicodeEncodeError:
+        raise
     except (pa.ArrowException, TypeError, ValueError):
         # Mixed kinds in one column (e.g. numbers and strings): keep every value as text.
         as_text = [None if value is None else _text(value) for value in values]
