@@ -20,9 +20,10 @@ from saliency_assets.core.config import (
     config_from_mapping,
 )
 from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.tables import table_format
+from saliency_assets.core.tables import object_with_unique_keys, table_format
 
 TABLE_KEYS = ("id", "input", "output", "audit_json")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # Per-table keys read by the Dagster layer; the batch command accepts and ignores them.
 DAGSTER_TABLE_KEYS = ("dagster",)
 
@@ -62,13 +63,21 @@ def load_manifest(path: Path, base_dir: Path | None = None) -> Manifest:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"manifest {path} does not exist") from None
+        if not path.is_file():  # a folder, a FIFO (reading it would block) or a device
+            raise ConfigError(f"manifest {path} does not exist or is not a regular file")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ConfigError(f"manifest {path} is larger than {MAX_MANIFEST_BYTES} bytes")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"manifest {path} cannot be read: {error}") from None
+    try:
+        document = json.loads(text, object_pairs_hook=object_with_unique_keys)
     except json.JSONDecodeError as error:
         raise ConfigError(f"manifest {path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"manifest {path} nests arrays or objects too deeply") from None
+    except ValueError as error:  # a repeated key, or an integer of thousands of digits
+        raise ConfigError(f"manifest {path}: {error}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"manifest {path} must be a JSON object")
     return document
@@ -139,16 +148,28 @@ def _resolved(value: Any, base: Path, where: str, key: str) -> str | None:
 
 
 def _reject_duplicates(tables: list[TableSpec]) -> None:
+    """Ids are unique, and no two tables write the same file (output or audit)."""
     seen_ids: set[str] = set()
-    seen_outputs: dict[str, str] = {}
+    written: dict[str, tuple[str, str]] = {}
     for table in tables:
         if table.table_id in seen_ids:
             raise ConfigError(f"duplicate table id {table.table_id!r}")
         seen_ids.add(table.table_id)
-        output = os.path.realpath(table.output)
-        if output in seen_outputs:
-            raise ConfigError(
-                f"tables {seen_outputs[output]!r} and {table.table_id!r} write the same output "
-                f"{table.output}"
-            )
-        seen_outputs[output] = table.table_id
+        for key in ("output", "audit_json"):
+            path = getattr(table, key)
+            if path is None:
+                continue
+            real = os.path.realpath(path)
+            if real in written:
+                raise ConfigError(_collision(written[real], (table.table_id, key), path))
+            written[real] = (table.table_id, key)
+
+
+def _collision(first: tuple[str, str], second: tuple[str, str], path: Path) -> str:
+    (first_id, first_key), (second_id, second_key) = first, second
+    if first_id == second_id:
+        return f"table {first_id!r}: {first_key} and {second_key} are the same file {path}"
+    return (
+        f"tables {first_id!r} and {second_id!r} write the same output {path} "
+        f"({first_key} and {second_key})"
+    )
