@@ -19,6 +19,8 @@ from saliency_assets.core.errors import ConfigError
 TEMPORAL_AGGREGATORS = ("mean", "ema", "max", "motion-weighted")
 PATH_FIELDS = ("root", "model_path")
 MIN_INFERENCE_SIZE = 8
+# 8K UHD's short side; more only upscales, and an unbounded size is a memory bomb.
+MAX_INFERENCE_SIZE = 4320
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,12 @@ def validate_config(config: MaterializeConfig, where: str = "config") -> None:
             raise ConfigError(f"{where}: {name} must be 0 (none) or positive")
     if config.sampling not in SAMPLING_MODES:
         raise ConfigError(f"{where}: sampling must be one of {', '.join(SAMPLING_MODES)}")
-    if config.inference_size is not None and config.inference_size < MIN_INFERENCE_SIZE:
+    if config.inference_size is not None and not (
+        MIN_INFERENCE_SIZE <= config.inference_size <= MAX_INFERENCE_SIZE
+    ):
         raise ConfigError(
-            f"{where}: inference_size must be 'native' or at least {MIN_INFERENCE_SIZE}"
+            f"{where}: inference_size must be 'native' or from {MIN_INFERENCE_SIZE} to "
+            f"{MAX_INFERENCE_SIZE}, got {config.inference_size}"
         )
     if config.default_pix_fmt not in RAW_PIX_FMTS:
         raise ConfigError(f"{where}: default_pix_fmt must be one of {', '.join(RAW_PIX_FMTS)}")
@@ -130,6 +135,8 @@ def validate_config(config: MaterializeConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: jobs must be at least 1")
     if not config.path_column:
         raise ConfigError(f"{where}: path_column must not be empty")
+    if config.confine_to_root and config.root is None:
+        raise ConfigError(f"{where}: confine_to_root needs a root to confine clip paths to")
     if not config.providers:
         raise ConfigError(f"{where}: providers must name at least one execution provider")
 
