@@ -17,6 +17,9 @@ from .decoded import Deadline, ReadResult
 from .errors import DecodeError
 
 DECODER_NAME = "rawvideo"
+# How much of the first frame is read to check the declared bit depth is plausible.
+DEPTH_CHECK_BYTES = 1 << 20
+TEN_BIT_MAX = 1023
 
 
 def raw_plane_shapes(width: int, height: int) -> list[tuple[int, int]]:
@@ -58,6 +61,7 @@ class RawReader:
         self._check_declaration(max_pixels)
         self.frame_bytes = raw_frame_bytes(self.width, self.height, self.pix_fmt)
         self.length = self._check_size()
+        self._check_bit_depth()
 
     def _check_declaration(self, max_pixels: int) -> None:
         geometry = f"{self.width}x{self.height}"
@@ -95,6 +99,30 @@ class RawReader:
                 "over); the declared geometry or pixel format is probably wrong"
             )
         return size // self.frame_bytes
+
+    def _check_bit_depth(self) -> None:
+        """Refuse data that cannot be (or plainly is not) in the declared format, rather than
+        compute saliency of garbage: 10-bit words never exceed 1023, and 10-bit little-endian
+        data read as 8-bit shows up as every second byte being 0-3."""
+        with self.path.open("rb") as handle:
+            head = handle.read(min(self.frame_bytes, DEPTH_CHECK_BYTES) // 2 * 2)
+        if _sample_bytes(self.pix_fmt) == 2:
+            largest = int(np.frombuffer(head, "<u2").max(initial=0))
+            if largest > TEN_BIT_MAX:
+                raise DecodeError(
+                    f"{self.path}: holds sample value {largest}, above {TEN_BIT_MAX}, so it is "
+                    f"not {self.pix_fmt} data (8-bit yuv420p?); set the pix_fmt column or "
+                    "default_pix_fmt to the file's real format"
+                )
+            return
+        samples = np.frombuffer(head, np.uint8)
+        low, high = samples[0::2], samples[1::2]
+        if high.size >= 64 and high.max() <= 3 < low.max():
+            raise DecodeError(
+                f"{self.path}: every second byte is 0-3, as in 10-bit little-endian samples; "
+                f"the file looks like yuv420p10le, not the declared {self.pix_fmt}; set the "
+                "pix_fmt column or default_pix_fmt to the file's real format"
+            )
 
     def known_length(self) -> int:
         """The exact frame count: file size over frame size."""
