@@ -8,6 +8,7 @@ table that could not be read or written; 2 usage or configuration errors, before
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,10 @@ def _run_materialize(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         table_format(args.input)
         table_format(args.output)
+        if args.audit_json is not None and os.path.realpath(args.audit_json) == os.path.realpath(
+            args.output
+        ):
+            raise ConfigError(f"--audit-json and --output are the same file {args.output}")
         config = _config_from_args(args)
         model = prepare_model(config)
     except (ConfigError, TableError) as error:
@@ -206,7 +211,10 @@ def _run_materialize(args: argparse.Namespace, argv: list[str]) -> int:
             model=model,
             started_at=started,
         )
-        write_audit(args.audit_json, audit_record(run, run_provenance=provenance))
+        try:
+            write_audit(args.audit_json, audit_record(run, run_provenance=provenance))
+        except OSError as error:
+            return _fail("saliency materialize", f"audit JSON not written: {error}", 1)
     return 0 if run.summary["failed"] == 0 else 1
 
 
@@ -230,7 +238,10 @@ def _run_batch(args: argparse.Namespace, argv: list[str]) -> int:
         f"ok={totals['ok']} skipped={totals['skipped_existing']} failed={totals['failed']}",
         file=sys.stderr,
     )
-    _write_batch_reports(args, argv, report, models, manifest, started)
+    try:
+        _write_batch_reports(args, argv, report, models, manifest, started)
+    except OSError as error:
+        return _fail("saliency batch materialize", f"report not written: {error}", 1)
     return report.exit_code
 
 
@@ -282,7 +293,7 @@ def _providers(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _fail(prefix: str, error: Exception, code: int, prefix_only: bool = False) -> int:
+def _fail(prefix: str, error: Exception | str, code: int, prefix_only: bool = False) -> int:
     separator = ": " if prefix_only else ": error: "
     print(f"{prefix}{separator}{error}", file=sys.stderr)
     return code
