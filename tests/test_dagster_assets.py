@@ -105,17 +105,20 @@ def test_allowed_row_failures_pass_the_contract(tmp_path, instance, monkeypatch)
     assert enriched.success
 
 
-def test_batch_status_contract_fails_for_a_broken_clip(tmp_path, instance, monkeypatch):
+def test_a_broken_clip_fails_the_batch_check_by_name_and_blocks_the_table(
+    tmp_path, instance, monkeypatch
+):
     write_corpus(tmp_path)
     (tmp_path / "clips" / "b.mp4").write_bytes(b"not a video")
     defs = load_defs(monkeypatch, write_manifest(tmp_path))
     run_job(defs, "saliency_t_refresh", instance)
-    clips = run_job(
-        defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"), raise_on_error=False
-    )
+    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
     contract = clips.get_asset_check_evaluations()[0]
     assert contract.passed is False
     assert contract.metadata["status/decode-failed"].value == 1
+    assert list(contract.metadata["failed_clip_reasons"].value) == ["b.mp4"]
+    enriched = run_job(defs, "saliency_t_enrich", instance, raise_on_error=False)
+    assert not enriched.success
 
 
 def test_coverage_fails_when_clips_were_not_materialized(corpus, instance, monkeypatch):

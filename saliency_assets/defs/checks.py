@@ -28,11 +28,15 @@ COVERAGE = "coverage"
 ENTRYPOINT = "saliency_assets/defs/factory.py"
 
 
+FAILED_CLIPS_SHOWN = 20
+
+
 def batch_status_spec(asset_key: dg.AssetKey) -> dg.AssetCheckSpec:
+    # Not blocking: a clip that fails is a computed result (its status is the value), and the
+    # batch's partitions are recorded either way; the enriched table's contract is the gate.
     return dg.AssetCheckSpec(
         STATUS_CONTRACT,
         asset=asset_key,
-        blocking=True,
         description="No clip in the batch failed, unless the table allows row failures.",
     )
 
@@ -58,13 +62,21 @@ def table_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def batch_status_result(statuses: Counter, allow_row_failures: bool) -> dg.AssetCheckResult:
+def batch_status_result(
+    statuses: Counter, failures: dict[str, str], allow_row_failures: bool
+) -> dg.AssetCheckResult:
+    """The batch's status counts; ``failures`` maps failed partition keys to their reasons."""
     failed = sum(statuses[status] for status in FAILURE_STATUSES)
+    shown = dict(sorted(failures.items())[:FAILED_CLIPS_SHOWN])
     return dg.AssetCheckResult(
         check_name=STATUS_CONTRACT,
         passed=failed == 0 or allow_row_failures,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"failed_clips": failed, **_status_counts(statuses)},
+        metadata={
+            "failed_clips": failed,
+            "failed_clip_reasons": dg.MetadataValue.json(shown),
+            **_status_counts(statuses),
+        },
     )
 
 

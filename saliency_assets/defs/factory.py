@@ -161,9 +161,17 @@ def compute_clip_batch(
     )
     seconds = time.monotonic() - started
     statuses = Counter(result.status for result in computed.results.values())
+    partition_of = {clip.clip_key: clip.partition_key for clip in batch}
+    failures = {
+        partition_of[key]: result.detail or result.status
+        for key, result in computed.results.items()
+        if not result.ok
+    }
     return dg.MaterializeResult(
         metadata=metadata.batch_metadata(statuses, computed.reused, seconds, model),
-        check_results=[checks.batch_status_result(statuses, table.options.allow_row_failures)],
+        check_results=[
+            checks.batch_status_result(statuses, failures, table.options.allow_row_failures)
+        ],
     )
 
 
