@@ -29,11 +29,12 @@ from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
 CPU_PROVIDER = "CPUExecutionProvider"
-# Frames above this many (padded) pixels run as tiles; smaller ones in a single call. Tiles of
-# about 640 px keep onnxruntime's working set near 300 MB and run faster than one big call
-# (benchmarks/README.md has the measurements).
+# Frames above this many (padded) pixels run as tiles; smaller ones in a single call. Cores of
+# 384 px (windows of 464 px with the students' margin) keep onnxruntime's arena near 100 MB
+# per worker, which is what lets a 4K clip run in two workers within 1 GB; a 1080p frame runs
+# within 15 % of the single call's time (benchmarks/README.md has the measurements).
 TILE_ABOVE_PIXELS = 1 << 20
-TILE_SIZE = 640
+TILE_SIZE = 384
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,301 @@
+"""Baseline vs floor vs the product (compatible mode and an inference size), on the same clips.
+
+For every resolution of the corpus, in one run:
+
+1. ``baseline.py``: the reference pipeline, one clip at a time;
+2. ``floor.py`` per mode: decode-only plus inference-only time, divided by the product's cores;
+3. the product, ``saliency-assets materialize`` over a table of those clips, once in
+   compatible mode (``--inference-size native``) and once with ``--inference-size 288``.
+
+Every command is a separate process whose wall time and peak RSS (summed over its whole
+process tree, sampled every 20 ms) are recorded. Compatible-mode values are checked against
+the baseline's (|difference| <= 1e-6). Prints a table with every figure as a ratio to the
+baseline and to the floor, checks the performance targets, and writes
+``benchmarks/results/compare-<time>.json``.
+
+    python benchmarks/corpus.py && python benchmarks/compare.py
+    python benchmarks/compare.py --resolutions 1080p --model saliency_student_v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    PYTHON,
+    RESULTS_DIR,
+    ffmpeg_binary,
+    machine_facts,
+    print_table,
+    run_measured,
+    shared_model,
+    write_json,
+)
+from corpus import DEFAULT_OUT, RESOLUTIONS, load_corpus  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORK_DIR = RESULTS_DIR / "work"
+TOLERANCE = 1e-6
+MEMORY_LIMIT_MB = 1000.0
+TARGETS = (
+    # (description, resolution, metric key, comparison, threshold)
+    ("compatible >= 1.5x baseline clips/s at 1080p", "1080p", "native_speedup", ">=", 1.5),
+    ("compatible peak memory <= 1 GB at 2160p", "2160p", "native_peak_mb", "<=", 1000.0),
+    ("compatible values within 1e-6 of the baseline", "*", "native_max_abs_diff", "<=", 1e-6),
+    ("--inference-size 288 >= 10x baseline at 1080p", "1080p", "sized_speedup", ">=", 10.0),
+    ("--inference-size 288 >= 40x baseline at 2160p", "2160p", "sized_speedup", ">=", 40.0),
+    ("--inference-size 288 floor/ours >= 0.85", "*", "sized_floor_ratio", ">=", 0.85),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = Path(args.model) if args.model.endswith(".onnx") else shared_model(args.model)
+    clips = load_corpus(Path(args.corpus))
+    resolutions = [r for r in args.resolutions.split(",") if r]
+    facts = machine_facts()
+    groups = []
+    for resolution in resolutions:
+        group = [clip for clip in clips if clip.kind.startswith(f"{resolution}-")]
+        if group:
+            groups.append(run_group(resolution, [vars(c) for c in group], model, args))
+    payload = {
+        "command": " ".join(sys.argv),
+        "model": str(model),
+        "jobs": args.jobs,
+        "inference_size": args.size,
+        "machine": facts,
+        "groups": groups,
+    }
+    payload["targets"] = check_targets(groups)
+    report(groups, payload["targets"], args)
+    print(f"\nwrote {write_json('compare', payload)}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(DEFAULT_OUT))
+    parser.add_argument("--resolutions", default=",".join(RESOLUTIONS))
+    parser.add_argument("--model", default="saliency_student_v1", help="name or .onnx path")
+    parser.add_argument("--jobs", type=int, default=2, help="the product's worker processes")
+    parser.add_argument("--size", type=int, default=288, help="the inference size compared")
+    return parser.parse_args(argv)
+
+
+def run_group(resolution: str, clips: list[dict], model: Path, args) -> dict:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    clips_json = WORK_DIR / f"{resolution}-clips.json"
+    clips_json.write_text(json.dumps(clips))
+    table = WORK_DIR / f"{resolution}-table.jsonl"
+    table.write_text("".join(json.dumps(_row(clip)) + "\n" for clip in clips))
+    print(f"== {resolution}: {len(clips)} clips", flush=True)
+    baseline = _baseline(resolution, clips_json, model)
+    modes = {}
+    for label, mode in (("native", "native"), ("sized", str(args.size))):
+        floor = _floor(resolution, clips_json, model, mode)
+        product = _product(resolution, table, model, mode, args.jobs)
+        modes[label] = {"mode": mode, "floor": floor, "product": product}
+    return summarise(resolution, clips, baseline, modes, args.jobs)
+
+
+def _baseline(resolution: str, clips_json: Path, model: Path) -> dict:
+    output = WORK_DIR / f"{resolution}-baseline.json"
+    command = [
+        PYTHON, str(BENCH_DIR / "baseline.py"), "--clips", str(clips_json), "--model",
+        str(model), "--ffmpeg", ffmpeg_binary(), "--output", str(output),
+    ]  # fmt: skip
+    measured = _checked(run_measured(command), "baseline")
+    print(f"   baseline {measured.seconds:.1f} s", flush=True)
+    return {"measured": vars(measured), "clips": json.loads(output.read_text())}
+
+
+def _floor(resolution: str, clips_json: Path, model: Path, mode: str) -> dict:
+    output = WORK_DIR / f"{resolution}-floor-{mode}.json"
+    command = [
+        PYTHON, str(BENCH_DIR / "floor.py"), "--clips", str(clips_json), "--model", str(model),
+        "--mode", mode, "--output", str(output),
+    ]  # fmt: skip
+    _checked(run_measured(command), "floor")
+    return {"clips": json.loads(output.read_text())}
+
+
+def _product(resolution: str, table: Path, model: Path, mode: str, jobs: int) -> dict:
+    output = WORK_DIR / f"{resolution}-product-{mode}.jsonl"
+    command = [
+        PYTHON, "-m", "saliency_assets.cli", "materialize", "--input", str(table), "--output",
+        str(output), "--model-path", str(model), "--inference-size", mode, "--jobs", str(jobs),
+        "--max-frames", "8", "--frame-samples", "8", "--results-store", "none",
+    ]  # fmt: skip
+    measured = _checked(run_measured(command), f"product {mode}")
+    print(f"   product {mode} {measured.seconds:.1f} s", flush=True)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    return {"measured": vars(measured), "rows": rows}
+
+
+def summarise(resolution: str, clips: list[dict], baseline: dict, modes: dict, jobs: int) -> dict:
+    count = len(clips)
+    baseline_s = baseline["measured"]["seconds"]
+    summary = {
+        "resolution": resolution,
+        "clips": count,
+        "kinds": sorted({clip["kind"] for clip in clips}),
+        "baseline_s": baseline_s,
+        "baseline_clips_per_s": count / baseline_s,
+        "baseline_peak_mb": baseline["measured"]["peak_rss_mb"],
+        "baseline_peak_pss_mb": baseline["measured"]["peak_pss_mb"],
+    }
+    for label, mode in modes.items():
+        product = mode["product"]
+        seconds = product["measured"]["seconds"]
+        floor_clips = mode["floor"]["clips"]
+        floor_s = sum(c["decode_s"] + c["infer_s"] for c in floor_clips) / jobs
+        summary.update(
+            {
+                f"{label}_s": seconds,
+                f"{label}_clips_per_s": count / seconds,
+                f"{label}_speedup": baseline_s / seconds,
+                f"{label}_peak_mb": product["measured"]["peak_rss_mb"],
+                f"{label}_peak_pss_mb": product["measured"]["peak_pss_mb"],
+                f"{label}_floor_s": floor_s,
+                f"{label}_floor_decode_s": sum(c["decode_s"] for c in floor_clips) / jobs,
+                f"{label}_floor_infer_s": sum(c["infer_s"] for c in floor_clips) / jobs,
+                f"{label}_floor_ratio": floor_s / seconds,
+                f"{label}_ok": sum(row.get("saliency_status") == "ok" for row in product["rows"]),
+            }
+        )
+    summary["native_max_abs_diff"] = _max_difference(baseline["clips"], modes["native"])
+    summary["detail"] = {"baseline": baseline, "modes": modes}
+    return summary
+
+
+def check_targets(groups: list[dict]) -> list[dict]:
+    outcomes = []
+    for description, resolution, key, comparison, threshold in TARGETS:
+        chosen = [g for g in groups if resolution in ("*", g["resolution"])]
+        if not chosen:
+            outcomes.append({"target": description, "status": "not run"})
+            continue
+        values = {g["resolution"]: g[key] for g in chosen}
+        met = all(
+            (value >= threshold) if comparison == ">=" else (value <= threshold)
+            for value in values.values()
+        )
+        outcomes.append({"target": description, "measured": values, "met": met})
+    return outcomes
+
+
+def report(groups: list[dict], targets: list[dict], args) -> None:
+    size = args.size
+    print("\nthroughput (clips/s) and ratios to the baseline; floor/ours = floor_s / product_s")
+    print_table(
+        [
+            "res",
+            "clips",
+            "base c/s",
+            "compat c/s",
+            "compat x",
+            f"{size} c/s",
+            f"{size} x",
+            "compat floor/ours",
+            f"{size} floor/ours",
+            "max|diff|",
+        ],  # fmt: skip
+        [
+            [
+                g["resolution"],
+                g["clips"],
+                g["baseline_clips_per_s"],
+                g["native_clips_per_s"],
+                g["native_speedup"],
+                g["sized_clips_per_s"],
+                g["sized_speedup"],
+                g["native_floor_ratio"],
+                g["sized_floor_ratio"],
+                f"{g['native_max_abs_diff']:.1e}",
+            ]  # fmt: skip
+            for g in groups
+        ],
+    )
+    print("\npeak memory of the whole process tree, MB: RSS summed (PSS summed)")
+    print_table(
+        ["res", "baseline", "compat", f"{size}"],
+        [
+            [g["resolution"]]
+            + [
+                f"{g[f'{key}_peak_mb']:.0f} ({g[f'{key}_peak_pss_mb']:.0f})"
+                for key in ("baseline", "native", "sized")
+            ]
+            for g in groups
+        ],
+    )
+    print("\nseconds: wall time of each command; floor = (decode + infer) / jobs")
+    print_table(
+        [
+            "res",
+            "baseline",
+            "compat",
+            f"{size}",
+            "floor compat",
+            f"floor {size}",
+            "floor decode compat",
+            "floor decode " + str(size),
+        ],  # fmt: skip
+        [
+            [
+                g["resolution"],
+                g["baseline_s"],
+                g["native_s"],
+                g["sized_s"],
+                g["native_floor_s"],
+                g["sized_floor_s"],
+                g["native_floor_decode_s"],
+                g["sized_floor_decode_s"],
+            ]  # fmt: skip
+            for g in groups
+        ],
+    )
+    print("\ntargets (2 cores)")
+    for outcome in targets:
+        if "met" not in outcome:
+            print(f"  [----] {outcome['target']}: not run")
+            continue
+        shown = ", ".join(f"{res} {_short(value)}" for res, value in outcome["measured"].items())
+        print(f"  [{'met ' if outcome['met'] else 'MISS'}] {outcome['target']}: {shown}")
+
+
+def _max_difference(baseline_clips: list[dict], native: dict) -> float:
+    expected = {clip["name"]: clip for clip in baseline_clips}
+    worst = 0.0
+    for row in native["product"]["rows"]:
+        reference = expected[Path(row["src"]).stem]
+        if row.get("saliency_status") != "ok" or reference["status"] != "ok":
+            return float("inf")
+        for ours, theirs in (("saliency_mean", "mean"), ("saliency_var", "var")):
+            worst = max(worst, abs(row[ours] - reference[theirs]))
+    return worst
+
+
+def _row(clip: dict) -> dict:
+    if clip["codec"] == "yuv":
+        return {"src": clip["path"], "width": clip["width"], "height": clip["height"]}
+    return {"src": clip["path"]}
+
+
+def _checked(measured, what: str):
+    if measured.returncode != 0:
+        raise SystemExit(f"{what} failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
+    return measured
+
+
+def _short(value: float) -> str:
+    return f"{value:.1e}" if abs(value) < 1e-3 else f"{value:.3g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
