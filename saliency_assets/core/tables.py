@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +29,9 @@ TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
 MAX_LINE_BYTES = 32 * 1024 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
+# Temp files of atomic writes: ".<target>.<host>.<pid>.<random>.tmp".
+_HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
 class TableError(ValueError):
@@ -68,9 +73,14 @@ def write_table(path: Path, table: Table) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file in the same folder, fsync it, then rename over ``path``."""
+    """Write through a temp file in the same folder, fsync it, then rename over ``path``.
+
+    The temp file is hidden and named after this host and process; temp files left in the
+    folder by killed writers on this host are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent)
     with _temp_beside(path) as (handle, temp_path):
         write(handle)
         handle.flush()
@@ -111,9 +121,39 @@ def object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of writers on this host whose process is gone; return them.
+
+    Only names ``atomic_write`` makes are considered, and a live or unknown writer's file is
+    kept, so a concurrent writer is never disturbed.
+    """
+    removed = []
+    for name in os.listdir(folder):
+        match = _TEMP_NAME.match(name)
+        if match and match["host"] == _HOST_TAG and not _process_alive(int(match["pid"])):
+            (Path(folder) / name).unlink(missing_ok=True)
+            removed.append(Path(folder) / name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def temp_file_prefix(path: Path, pid: int | None = None) -> str:
+    """How the names of ``atomic_write``'s temp files for ``path`` start (this host, ``pid``)."""
+    return f".{Path(path).name}.{_HOST_TAG}.{os.getpid() if pid is None else pid}."
+
+
 @contextmanager
 def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
-    fd, temp_path = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp_path = tempfile.mkstemp(prefix=temp_file_prefix(path), suffix=".tmp", dir=path.parent)
     handle = os.fdopen(fd, "wb")
     try:
         yield handle, temp_path
