@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.bounded import CommandRun, Ledger, run_command
+from support.bounded import CommandRun, Ledger, run_command, write_report_line
 from support.clips import (
     ffmpeg_exe,
     make_audio_only,
@@ -447,12 +447,7 @@ def ledger(request):
     """Counts for the summary line printed at the end of the module."""
     book = Ledger("hostile inputs")
     yield book
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line("")
-            reporter.write_line(book.summary())
+    write_report_line(request, book.summary())
 
 
 @dataclass

@@ -242,3 +242,14 @@ class Ledger:
             f"{tree:.0f} MiB per command (address space capped at "
             f"{MEMORY_LIMIT_BYTES // 1024**2} MiB per process)"
         )
+
+
+def write_report_line(request, line: str) -> None:
+    """Print ``line`` in pytest's terminal summary, past output capturing."""
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(line)
