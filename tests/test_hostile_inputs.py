@@ -45,6 +45,8 @@ from support.clips import (
 from saliency_assets.core.tables import MAX_LINE_BYTES
 
 DECODE_TIMEOUT = "20"
+# Far below the address-space cap: a case that gets near the cap fails here, not as a status.
+PEAK_RSS_BOUND_MIB = 768
 COMMAND_WORKERS = 2
 SALIENCY_COLUMNS = {
     "saliency_mean",
@@ -494,6 +496,7 @@ def row_runs(tmp_path_factory, url_server, ledger) -> RowRuns:
 def test_each_mode_runs_the_whole_table_without_crashing(row_runs, mode):
     run = row_runs.runs[mode]
     assert not run.hung and not run.crashed and not run.left_processes, run.describe()
+    assert run.peak_rss_mib < PEAK_RSS_BOUND_MIB, run.describe()
     assert run.returncode == 1, run.describe()  # some rows fail by design
     total = len(row_runs.cases)
     assert re.search(rf"saliency materialize: total={total} ok=\d+ skipped=1 failed=", run.stderr)
@@ -532,6 +535,7 @@ def test_row_ends_in_its_expected_status(row_runs, mode, row_case):
         assert "saliency_error" not in row or row["saliency_error"] is None
     else:
         assert row["saliency_error"], "a failed row must say why"
+        assert "worker process died" not in row["saliency_error"]  # e.g. out of memory
         assert re.search(expected.detail, row["saliency_error"]), row["saliency_error"]
     if expected.status == "ok":
         assert 0.0 <= row["saliency_mean"] <= 1.0
@@ -1167,7 +1171,36 @@ MANIFEST_CASES = [
         ("larger than 16 MiB", manifest_at(sparse_manifest), "is larger than 16777216 bytes"),
     ]
 ]
+
+
+def confined_manifest(folder: Path, clip: Path) -> list[Any]:
+    """A batch table with ``root`` and ``confine_to_root``: rows escaping the root, and one
+    that stays inside."""
+    root = folder / "root"
+    root.mkdir()
+    shutil.copy(clip, root / "inside.mp4")
+    os.symlink(clip, root / "link_out.mp4")
+    rows = [{"src": "inside.mp4"}, {"src": "../../clip.mp4"}, {"src": str(clip)}]
+    write_rows(folder / "a.jsonl", [*rows, {"src": "link_out.mp4"}])
+    table = {"id": "a", "input": "a.jsonl", "output": "a.out.jsonl", "root": "root"}
+    document = {"defaults": {"confine_to_root": True}, "tables": [table]}
+    (folder / "manifest.json").write_text(json.dumps(document))
+    return ["batch", "--manifest", "manifest.json"]
+
+
+def escaping_rows_refused(folder: Path, run: CommandRun) -> None:
+    statuses = [row["saliency_status"] for row in output_rows("a.out.jsonl")(folder, run)]
+    assert statuses == ["ok", "missing-source", "missing-source", "missing-source"]
+
+
 RUNTIME_CASES = [
+    CommandCase(
+        "manifest confine_to_root refuses escaping rows",
+        confined_manifest,
+        1,
+        r"total=4 ok=1 skipped=0 failed=3",
+        escaping_rows_refused,
+    ),
     CommandCase(
         "manifest table whose input is missing",
         manifest(write_second_input=False),
@@ -1205,6 +1238,7 @@ def command_runs(tmp_path_factory, ledger) -> dict[str, tuple[Path, CommandRun]]
 def test_command_ends_with_its_exit_code_and_a_message(command_runs, case):
     folder, run = command_runs[case.name]
     assert not run.hung and not run.crashed and not run.left_processes, run.describe()
+    assert run.peak_rss_mib < PEAK_RSS_BOUND_MIB, run.describe()
     assert run.returncode == case.exit_code, run.describe()
     assert re.search(case.message, run.stderr), run.describe()
     if case.check is not None:
