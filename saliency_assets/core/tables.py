@@ -5,7 +5,9 @@ untouched columns are written back with their own types.
 
 JSONL input is read strictly and boundedly: every line must be one UTF-8 JSON object of at most
 ``MAX_LINE_BYTES`` bytes with no repeated key, and the first line that is not is reported by
-number before anything is written. A UTF-8 byte order mark at the start is allowed.
+number before anything is written. A UTF-8 byte order mark at the start is allowed. Rows are
+held in memory, so a Parquet table may have at most ``MAX_TABLE_CELLS`` cells (rows x columns),
+checked from its footer before any row is read: a small file can expand a thousandfold.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import pyarrow.parquet as pq
 TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
 MAX_LINE_BYTES = 32 * 1024 * 1024
+# The most cells (rows x columns) a Parquet table may expand to; its rows are all held as dicts.
+MAX_TABLE_CELLS = 50_000_000
 _UTF8_BOM = b"\xef\xbb\xbf"
 # Temp files of atomic writes: ".<target>.<host>.<pid>.<random>.tmp".
 _HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
@@ -210,16 +214,28 @@ def _parse_jsonl_row(path: Path, line_number: int, data: bytes) -> dict[str, Any
 
 def _read_parquet(path: Path) -> Table:
     try:
-        names = pq.read_schema(path).names
-        duplicated = sorted({name for name in names if names.count(name) > 1})
-        if duplicated:
-            raise TableError(f"{path}: duplicated column names {duplicated}")
+        _check_parquet_footer(path, pq.read_metadata(path))
         arrow_table = pq.read_table(path)
+        # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
+        return Table(arrow_table.to_pylist(), arrow_table.schema)
     except (pa.ArrowException, OSError) as error:
         cause = " ".join(str(error).split())
         raise TableError(f"{path}: cannot read Parquet ({cause})") from None
-    # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
-    return Table(arrow_table.to_pylist(), arrow_table.schema)
+    except MemoryError:
+        raise TableError(f"{path}: the table does not fit in memory") from None
+
+
+def _check_parquet_footer(path: Path, metadata: pq.FileMetaData) -> None:
+    names = metadata.schema.to_arrow_schema().names
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise TableError(f"{path}: duplicated column names {duplicated}")
+    cells = metadata.num_rows * max(1, len(names))
+    if cells > MAX_TABLE_CELLS:
+        raise TableError(
+            f"{path}: {metadata.num_rows} rows x {len(names)} columns is more than the "
+            f"{MAX_TABLE_CELLS} cells a table may hold (every row is kept in memory); split it"
+        )
 
 
 def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
