@@ -42,7 +42,7 @@ from support.clips import (
     write_garbage,
 )
 
-from saliency_assets.core.tables import MAX_LINE_BYTES
+from saliency_assets.core.tables import MAX_LINE_BYTES, MAX_TABLE_CELLS
 
 DECODE_TIMEOUT = "20"
 # Far below the address-space cap: a case that gets near the cap fails here, not as a status.
@@ -667,6 +667,11 @@ def parquet_input(table_of: Callable[[Path], pa.Table]) -> Callable[[Path, Path]
     return write
 
 
+def parquet_bomb(path: Path, clip: Path) -> None:
+    """A file of a few hundred kilobytes whose rows, held as dicts, would need tens of GB."""
+    pq.write_table(pa.table({"src": pa.nulls(MAX_TABLE_CELLS + 1, pa.string())}), path)
+
+
 def empty_parquet_kept(folder: Path, run: CommandRun) -> None:
     written = pq.read_table(folder / "out.parquet")
     assert written.num_rows == 0 and written.column_names[:2] == ["src", "width"]
@@ -809,6 +814,13 @@ TABLE_CASES = [
         1,
         r"in.parquet: duplicated column names \['src'\]",
         nothing_written,
+    ),
+    CommandCase(
+        "Parquet decompression bomb",
+        with_input(parquet_bomb, table="in.parquet"),
+        1,
+        rf"in.parquet: {MAX_TABLE_CELLS + 1} rows x 1 columns is more than the {MAX_TABLE_CELLS}",
+        bounded_rejection,
     ),
     CommandCase(
         "random bytes named .parquet",

@@ -3,9 +3,10 @@
 Every process the command starts (the CLI, the forkserver, the clip workers) inherits an
 address-space limit (``RLIMIT_AS``), the whole command has a wall-clock limit after which its
 process group is killed, and the run records its exit status, output, time, peak memory and
-whether any of its processes outlived it. Memory is the CLI's own ``ru_maxrss`` plus samples of
-every process in its group taken from /proc every ``SAMPLE_EVERY_S``: the largest single process
-(``VmHWM``, its own high-water mark) and the largest sum of the group's resident sets.
+whether any of its processes outlived it. Memory is sampled from /proc for every process of its
+group at each poll: the largest single process (``VmHWM``, its own high-water mark since exec)
+and the largest sum of the group's resident sets. (``ru_maxrss`` would not do: on Linux a
+child's counts the RSS of the test process it was forked from.)
 """
 
 from __future__ import annotations
@@ -109,11 +110,11 @@ def run_command(
             args, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err, memory_limit=memory_limit
         )
         memory = MemorySampler(process.pid)
-        status, usage = _wait(process.pid, started + timeout_s, memory)
+        status = _wait(process.pid, started + timeout_s, memory)
         seconds = time.monotonic() - started
         hung = status is None
         if hung:
-            status, usage = _kill_group(process.pid)
+            status = _kill_group(process.pid)
         process.returncode = os.waitstatus_to_exitcode(status)
         left = _outlived(process.pid)
         out.seek(0), err.seek(0)
@@ -123,28 +124,29 @@ def run_command(
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
             seconds,
-            max(usage.ru_maxrss / 1024, memory.peak_process_mib),
-            max(usage.ru_maxrss / 1024, memory.peak_total_mib),
+            memory.peak_process_mib,
+            memory.peak_total_mib,
             left,
         )
 
 
 class MemorySampler:
-    """Peak memory of a process group, sampled from /proc."""
+    """Peak memory of a process group, sampled from /proc: its members are looked up every
+    ``SAMPLE_EVERY_S``, their memory read at every call."""
 
     def __init__(self, group: int) -> None:
         self.group = group
         self.peak_process_mib = 0.0
         self.peak_total_mib = 0.0
-        self._sampled_at = 0.0
+        self._members: list[int] = []
+        self._listed_at = -SAMPLE_EVERY_S
 
-    def sample(self, force: bool = False) -> None:
+    def sample(self) -> None:
         now = time.monotonic()
-        if not force and now - self._sampled_at < SAMPLE_EVERY_S:
-            return
-        self._sampled_at = now
+        if now - self._listed_at >= SAMPLE_EVERY_S:
+            self._members, self._listed_at = group_members(self.group), now
         total = 0.0
-        for pid in group_members(self.group):
+        for pid in self._members:
             rss, hwm = _memory_of(pid)
             total += rss
             self.peak_process_mib = max(self.peak_process_mib, hwm)
@@ -183,18 +185,17 @@ def _memory_of(pid: int) -> tuple[float, float]:
 
 def _wait(pid: int, deadline: float, memory: MemorySampler):
     while time.monotonic() < deadline:
-        waited, status, usage = os.wait4(pid, os.WNOHANG)
+        waited, status = os.waitpid(pid, os.WNOHANG)
         if waited:
-            return status, usage
+            return status
         memory.sample()
         time.sleep(POLL_S)
-    return None, None
+    return None
 
 
 def _kill_group(pid: int):
     os.killpg(pid, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    return status, usage
+    return os.waitpid(pid, 0)[1]
 
 
 def _outlived(group: int) -> bool:
