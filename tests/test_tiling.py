@@ -140,6 +140,7 @@ def test_small_frames_keep_the_single_call_by_default():
     model = SaliencyModel(DEFAULT_MODEL_PATH)
 
     assert model.tiles_for(544, 960) is None
+    assert model.tiles_for(1088, 1920) is None
     assert model.tiles_for(2176, 3840) is not None
 
 

@@ -7,6 +7,8 @@ the bundled default is used and its id is its own name. Every run records the fi
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -29,12 +31,19 @@ from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
 CPU_PROVIDER = "CPUExecutionProvider"
-# Frames above this many (padded) pixels run as tiles; smaller ones in a single call. Cores of
-# 384 px (windows of 464 px with the students' margin) keep onnxruntime's arena near 100 MB
-# per worker, which is what lets a 4K clip run in two workers within 1 GB; a 1080p frame runs
-# within 15 % of the single call's time (benchmarks/README.md has the measurements).
-TILE_ABOVE_PIXELS = 1 << 20
+# Frames above this many (padded) pixels run as tiles; up to 1080p (1920x1088 = 2.1 MPix) the
+# single call is about 25 % faster and a worker's ~0.9 GB is affordable. At 4K the single call
+# needs 3 GB per worker; cores of 384 px (464 px windows with the students' margin) keep the
+# arena near 100 MB, so two 4K workers fit in 1 GB (benchmarks/README.md has the numbers).
+TILE_ABOVE_PIXELS = 2_500_000
 TILE_SIZE = 384
+# glibc's mmap threshold starts at 128 KiB but rises to 32 MiB once a big buffer is freed;
+# after that, freed window tensors and arena chunks stay in the heap and a 4K worker's memory
+# creeps up frame by frame (+80 MB over 8 frames). Pinned, they go back to the system.
+_MALLOC_MMAP_THRESHOLD = -3  # M_MMAP_THRESHOLD in <malloc.h>
+_LARGE_BUFFER_BYTES = 1 << 20
+_SHRINK_ARENA = ort.RunOptions()
+_SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,7 @@ class SaliencyModel:
         tile_above_pixels: int | None = TILE_ABOVE_PIXELS,
     ) -> None:
         self.path = Path(path)
+        _return_large_buffers_to_the_system()
         self.session = _open_session(self.path, providers, intra_op_threads)
         self.input_name, self.output_name = _check_contract(self.session, self.path)
         self.providers = tuple(self.session.get_providers())
@@ -126,7 +136,7 @@ class SaliencyModel:
         if tiles is None:
             full_map = self._run(window_input(0, padded_height, 0, padded_width))
         else:
-            full_map = run_tiles(tiles, window_input, self._run)
+            full_map = run_tiles(tiles, window_input, self._window_runner(len(tiles)))
         return full_map[:height, :width]
 
     def tiles_for(self, padded_height: int, padded_width: int) -> list[Tile] | None:
@@ -138,9 +148,24 @@ class SaliencyModel:
         tiles = plan_tiles(padded_height, padded_width, self.tile_geometry, self.tile_size)
         return tiles if len(tiles) > 1 else None
 
-    def _run(self, tensor: np.ndarray) -> np.ndarray:
-        outputs = self.session.run([self.output_name], {self.input_name: tensor})
+    def _run(self, tensor: np.ndarray, run_options: ort.RunOptions | None = None) -> np.ndarray:
+        outputs = self.session.run([self.output_name], {self.input_name: tensor}, run_options)
         return np.asarray(outputs[0][0, 0], dtype=np.float32)
+
+    def _window_runner(self, windows: int):
+        """Runs a frame's windows; the last one hands the arena's memory back.
+
+        Between tiled frames the worker reduces full-size maps; without the shrink the arena
+        (about 100 MB) would sit idle beside them and set the worker's peak.
+        """
+        remaining = windows
+
+        def run_window(tensor: np.ndarray) -> np.ndarray:
+            nonlocal remaining
+            remaining -= 1
+            return self._run(tensor, _SHRINK_ARENA if remaining == 0 else None)
+
+        return run_window
 
 
 def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)) -> None:
@@ -172,6 +197,15 @@ def _find_model_by_id(model_id: str) -> Path:
         f"model_id {model_id!r} names no model: no {model_id}.onnx in {searched}; "
         f"pass model_path or add its folder to ${MODEL_DIRS_ENV}"
     )
+
+
+@functools.cache
+def _return_large_buffers_to_the_system() -> None:
+    """Pin glibc's mmap threshold (once per process); a no-op on other C libraries."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_MALLOC_MMAP_THRESHOLD, _LARGE_BUFFER_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def _read_tile_geometry(path: Path) -> TileGeometry | None:
