@@ -3,11 +3,14 @@
 The command mirrors the in-process filter graph (autorotate, ``select`` for the sampled
 indices, ``scale=W:H:flags=area...`` in inference-size mode, then the output pixel format), so
 both backends return the same planes. Geometry for cutting the pipe into frames comes from the
-named ffprobe, or else from PyAV.
+named ffprobe, or else from PyAV. Either way PyAV vets a container first, refusing playlists as
+the in-process backend does, and the binary is told to use the demuxer PyAV chose (``-f``), so
+it cannot follow a playlist or list to files elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +43,7 @@ from .decoded import Deadline, DecodedFrame, ReadResult, SourceFacts
 from .errors import ConfigError, DecodeError
 from .pyav_decoder import (
     count_packets,
+    demuxer_name,
     describe_error,
     open_local,
     pick_video_stream,
@@ -85,6 +89,7 @@ class StreamProbe:
     frames: int | None
     colour: ColourTags
     stream_map: str = "0:v:0"  # the -map argument selecting the probed stream
+    demuxer: str | None = None  # the -f argument for the input (None: raw or ffmpeg's choice)
 
 
 def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamProbe:
@@ -179,6 +184,7 @@ def probe_with_pyav(path: Path, max_pixels: int) -> StreamProbe:
             frames,
             colour,
             f"0:{stream.index}",
+            demuxer_name(container),
         )
 
 
@@ -266,9 +272,11 @@ class PipeReader:
     def _probe_container(self, ffprobe: str | None, max_pixels: int) -> StreamProbe:
         if ffprobe is None:
             return probe_with_pyav(self.path, max_pixels)
+        with open_local(self.path) as container:  # refuses playlists and audio-only files
+            demuxer = demuxer_name(container)
         probe = probe_with_ffprobe(ffprobe, self.path, self.deadline)
         _check_pixels(self.path, probe.width, probe.height, max_pixels)
-        return probe
+        return dataclasses.replace(probe, demuxer=demuxer)
 
     def _facts(self) -> SourceFacts:
         probe = self.probe
@@ -312,7 +320,9 @@ class PipeReader:
 
     def _input(self) -> list[str]:
         threads = ["-threads", str(self.threads), "-filter_threads", str(self.threads)]
-        return [*threads, *self._raw_input, *LOCAL_INPUT, "-i", f"file:{self.path.absolute()}"]
+        demuxer = ["-f", self.probe.demuxer] if self.probe.demuxer else []
+        source = ["-i", f"file:{self.path.absolute()}"]
+        return [*threads, *self._raw_input, *demuxer, *LOCAL_INPUT, *source]
 
     def _decode_command(self, selected: list[int]) -> list[str]:
         terms = "+".join(f"eq(n,{index})" for index in selected)

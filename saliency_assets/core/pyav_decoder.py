@@ -67,6 +67,12 @@ def open_local(path: Path) -> av.container.InputContainer:
     return container
 
 
+def demuxer_name(container: av.container.InputContainer) -> str:
+    """The name of the demuxer PyAV chose, as ffmpeg's ``-f`` takes it (``mov`` of
+    ``mov,mp4,m4a,3gp,3g2,mj2``)."""
+    return container.format.name.split(",")[0]
+
+
 def count_packets(container: av.container.InputContainer, deadline: Deadline) -> int:
     """Video packets of the chosen stream, by demuxing only; a damaged tail ends the count, as
     it ends decoding."""
