@@ -721,6 +721,31 @@ def hanging_ffmpeg(folder: Path, clip: Path) -> list[Any]:
     return materialize("--ffmpeg-bin", script, "--decode-timeout", "1")(folder, clip)
 
 
+def lists_inside_root(folder: Path, clip: Path) -> list[Any]:
+    """A playlist and an ffconcat list inside the root naming a clip outside it, decoded by the
+    ffmpeg binary with geometry from a (stand-in) ffprobe that vouches for any file."""
+    root = folder / "root"
+    root.mkdir()
+    (root / "list.m3u8").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{clip}\n#EXT-X-ENDLIST\n"
+    )
+    (root / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile '{clip}'\n")
+    probe = {"streams": [{"index": 0, "width": 64, "height": 48, "pix_fmt": "yuv420p"}]}
+    ffprobe = folder / "ffprobe"
+    ffprobe.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(probe)}\nEOF\n")
+    ffprobe.chmod(ffprobe.stat().st_mode | stat.S_IXUSR)
+    write_rows(folder / "in.jsonl", [{"src": "list.m3u8"}, {"src": "list.ffconcat"}])
+    flags = ["--root", root, "--confine-to-root", "--ffmpeg-bin", ffmpeg_exe()]
+    return materialize_args("in.jsonl", "out.jsonl", *flags, "--ffprobe-bin", ffprobe)
+
+
+def lists_refused(folder: Path, run: CommandRun) -> None:
+    rows = output_rows("out.jsonl")(folder, run)
+    assert [row["saliency_status"] for row in rows] == ["decode-failed", "decode-failed"]
+    assert "list.m3u8: is a hls playlist" in rows[0]["saliency_error"]
+    assert "list.ffconcat: not a readable media file" in rows[1]["saliency_error"]
+
+
 def row_timed_out(folder: Path, run: CommandRun) -> None:
     (row,) = output_rows("out.jsonl")(folder, run)
     assert row["saliency_status"] == "decode-failed"
@@ -897,6 +922,13 @@ TABLE_CASES = [
         1,
         r"out.parquet: column 'note' holds text that is not valid Unicode",
         clip_results_kept,
+    ),
+    CommandCase(
+        "playlists in the root naming files outside, via ffmpeg and ffprobe binaries",
+        lists_inside_root,
+        1,
+        r"total=2 ok=0 skipped=0 failed=2",
+        lists_refused,
     ),
     CommandCase(
         "a clip whose decoder hangs",
