@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 from dagster_support import load_defs, materialization_metadata, range_tags, run_job
@@ -35,6 +36,16 @@ def write_manifest(folder, output):
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"tables": [entry]}))
     return manifest
+
+
+def stored_clip_names(folder):
+    import pyarrow.parquet as pq
+
+    return {
+        Path(key).name
+        for part in stored_parts(folder)
+        for key in pq.read_table(part, columns=["clip_key"]).column("clip_key").to_pylist()
+    }
 
 
 def stored_parts(folder):
@@ -87,7 +98,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
         killed = instance.get_runs(filters=dg.RunsFilter(job_name="saliency_t_clips"))[0]
         assert killed.status != dg.DagsterRunStatus.SUCCESS
         clip_key = dg.AssetKey(["saliency", "t", "clip_saliency"])
-        assert instance.get_materialized_partitions(clip_key) == set()
+        # The UI may only show a partition as materialized if its result really exists.
+        assert instance.get_materialized_partitions(clip_key) <= stored_clip_names(corpus)
         assert not output.exists()
 
         defs = load_defs(monkeypatch, manifest)

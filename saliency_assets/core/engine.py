@@ -37,8 +37,8 @@ from saliency_assets.core.statuses import MISSING_SOURCE, OK, SKIPPED_EXISTING
 from saliency_assets.core.workers import ClipWorkerPool
 
 ClipRunner = Callable[[list[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
-FLUSH_EVERY_RESULTS = 32
-FLUSH_EVERY_S = 5.0
+FLUSH_EVERY_RESULTS = 16
+FLUSH_EVERY_S = 2.0
 
 
 @dataclass
