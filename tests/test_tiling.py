@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from support.clips import pattern_planes
 from support.reference_pipeline import reference_model_input, reference_pad
 
-from saliency_assets.core.clip_saliency import frame_saliency
+from saliency_assets.core.clip_saliency import frame_saliency, yuv420p_window_input
 from saliency_assets.core.decoding import DecodedFrame
 from saliency_assets.core.model import TILE_ABOVE_PIXELS, TILE_SIZE, SaliencyModel
 from saliency_assets.core.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
@@ -78,6 +78,23 @@ def test_tiled_predict_of_a_whole_tensor_equals_the_single_call(model_case):
 
     assert untiled.tiles_for(*tensor.shape[-2:]) is None
     assert np.abs(tiled - untiled.predict(tensor, height, width)).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(("height", "width"), [(1080, 1920), (541, 961), (48, 64)])
+def test_window_inputs_are_bit_identical_to_the_whole_frame_model_input(height, width):
+    rng = np.random.default_rng(height)
+    chroma_shape = ((height + 1) // 2, (width + 1) // 2)
+    shapes = [(height, width), chroma_shape, chroma_shape]
+    planes = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
+    frame = DecodedFrame(index=0, luma=planes[0], chroma=(planes[1], planes[2]))
+    whole = model_input(yuv420p_to_rgb(*planes))
+    padded_height, padded_width = whole.shape[-2:]
+
+    np.testing.assert_array_equal(
+        yuv420p_window_input(frame, 0, padded_height, 0, padded_width), whole
+    )
+    window = yuv420p_window_input(frame, 8, padded_height - 8, 16, padded_width)
+    np.testing.assert_array_equal(window, whole[:, :, 8 : padded_height - 8, 16:])
 
 
 def test_odd_sized_frames_tile_like_the_single_call(shared_models_dir):
