@@ -33,8 +33,8 @@ MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
 CPU_PROVIDER = "CPUExecutionProvider"
 # Frames above this many (padded) pixels run as tiles; up to 1080p (1920x1088 = 2.1 MPix) the
 # single call is about 25 % faster and a worker's ~0.9 GB is affordable. At 4K the single call
-# needs 3 GB per worker; cores of 384 px (464 px windows with the students' margin) keep the
-# arena near 100 MB, so two 4K workers fit in 1 GB (benchmarks/README.md has the numbers).
+# needs 3.5 GB per worker; cores of 384 px (464 px windows with the students' margin) keep the
+# arena near 100 MB: two 4K workers and their parent peak near 1 GB (benchmarks/README.md).
 TILE_ABOVE_PIXELS = 2_500_000
 TILE_SIZE = 384
 # glibc's mmap threshold starts at 128 KiB but rises to 32 MiB once a big buffer is freed;
