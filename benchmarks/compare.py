@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -43,6 +44,12 @@ from scaling import ensure_clips  # noqa: E402
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = RESULTS_DIR / "work"
 TOLERANCE = 1e-6
+NOT_RUN = float("nan")
+_MODE_KEYS = (
+    "native_s", "native_clips_per_s", "native_speedup", "native_peak_mb", "native_peak_pss_mb",
+    "native_floor_s", "native_floor_decode_s", "native_floor_infer_s", "native_floor_ratio",
+    "native_floor_ratio_after_startup", "native_ok",
+)  # fmt: skip
 MEMORY_LIMIT_MB = 1000.0
 TARGETS = (
     # (description, resolution, metric key, comparison, threshold)
@@ -90,6 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="saliency_student_v1", help="name or .onnx path")
     parser.add_argument("--jobs", type=int, default=2, help="the product's worker processes")
     parser.add_argument("--size", type=int, default=288, help="the inference size compared")
+    parser.add_argument(
+        "--modes", default="native,sized", help="which product modes to run (native, sized)"
+    )
     return parser.parse_args(argv)
 
 
@@ -99,7 +109,7 @@ def measure_startup(model: Path, args) -> dict[str, float]:
     table = WORK_DIR / "startup-table.jsonl"
     table.write_text(json.dumps({"src": ensure_clips(1)[0]}) + "\n")
     startup = {}
-    for label, mode in (("native", "native"), ("sized", str(args.size))):
+    for label, mode in _modes(args):
         product = _product("startup", table, model, mode, args.jobs)
         startup[label] = product["measured"]["seconds"]
     return startup
@@ -114,7 +124,7 @@ def run_group(resolution: str, clips: list[dict], model: Path, args, startup: di
     print(f"== {resolution}: {len(clips)} clips", flush=True)
     baseline = _baseline(resolution, clips_json, model)
     modes = {}
-    for label, mode in (("native", "native"), ("sized", str(args.size))):
+    for label, mode in _modes(args):
         floor = _floor(resolution, clips_json, model, mode)
         product = _product(resolution, table, model, mode, args.jobs)
         modes[label] = {"mode": mode, "floor": floor, "product": product}
@@ -190,7 +200,12 @@ def summarise(
                 f"{label}_ok": sum(row.get("saliency_status") == "ok" for row in product["rows"]),
             }
         )
-    summary["native_max_abs_diff"] = _max_difference(baseline["clips"], modes["native"])
+    for label in ("native", "sized"):
+        if label not in modes:
+            summary.update({key.replace("native", label): NOT_RUN for key in _MODE_KEYS})
+    summary["native_max_abs_diff"] = (
+        _max_difference(baseline["clips"], modes["native"]) if "native" in modes else NOT_RUN
+    )
     summary["detail"] = {"baseline": baseline, "modes": modes}
     return summary
 
@@ -203,6 +218,9 @@ def check_targets(groups: list[dict]) -> list[dict]:
             outcomes.append({"target": description, "status": "not run"})
             continue
         values = {g["resolution"]: g[key] for g in chosen}
+        if any(math.isnan(value) for value in values.values()):
+            outcomes.append({"target": description, "status": "not run"})
+            continue
         met = all(
             (value >= threshold) if comparison == ">=" else (value <= threshold)
             for value in values.values()
@@ -291,6 +309,15 @@ def report(groups: list[dict], targets: list[dict], args) -> None:
             continue
         shown = ", ".join(f"{res} {_short(value)}" for res, value in outcome["measured"].items())
         print(f"  [{'met ' if outcome['met'] else 'MISS'}] {outcome['target']}: {shown}")
+
+
+def _modes(args) -> list[tuple[str, str]]:
+    chosen = {part.strip() for part in args.modes.split(",")}
+    return [
+        (label, mode)
+        for label, mode in (("native", "native"), ("sized", str(args.size)))
+        if label in chosen
+    ]
 
 
 def startup_of(groups: list[dict]) -> dict:
