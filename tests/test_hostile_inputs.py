@@ -784,7 +784,7 @@ TABLE_CASES = [
         "line that is not an object",
         with_input(text_input("[1, 2]\n")),
         1,
-        r"line 1 is not a JSON object",
+        r"line 1 must be a JSON object",
         nothing_written,
     ),
     CommandCase(

@@ -48,7 +48,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
 def test_non_object_line_is_rejected(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("[1, 2]\n")
-    with pytest.raises(TableError, match="line 1 is not a JSON object"):
+    with pytest.raises(TableError, match="line 1 must be a JSON object"):
         read_table(path)
 
 

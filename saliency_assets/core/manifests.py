@@ -7,7 +7,6 @@ Relative paths are resolved against ``--base-dir`` or the manifest's folder, the
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from saliency_assets.core.config import (
     config_from_mapping,
 )
 from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.tables import object_with_unique_keys, table_format
+from saliency_assets.core.tables import parse_json_object, table_format
 
 TABLE_KEYS = ("id", "input", "output", "audit_json")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -70,17 +69,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"manifest {path} cannot be read: {error}") from None
-    try:
-        document = json.loads(text, object_pairs_hook=object_with_unique_keys)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"manifest {path} is not valid JSON: {error}") from None
-    except RecursionError:
-        raise ConfigError(f"manifest {path} nests arrays or objects too deeply") from None
-    except ValueError as error:  # a repeated key, or an integer of thousands of digits
-        raise ConfigError(f"manifest {path}: {error}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"manifest {path} must be a JSON object")
-    return document
+    return parse_json_object(text, f"manifest {path}", ConfigError)
 
 
 def _defaults(document: dict[str, Any]) -> dict[str, Any]:

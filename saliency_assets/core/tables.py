@@ -199,17 +199,23 @@ def _parse_jsonl_row(path: Path, line_number: int, data: bytes) -> dict[str, Any
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise TableError(f"{where} is not valid UTF-8 (byte {error.start})") from None
+    return parse_json_object(text, where, TableError)
+
+
+def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dict[str, Any]:
+    """One JSON object with unique keys; any way it is malformed raises ``error_type`` naming
+    ``where`` (invalid JSON, nesting too deep, a repeated key, a huge integer, not an object)."""
     try:
-        row = json.loads(text, object_pairs_hook=object_with_unique_keys)
+        value = json.loads(text, object_pairs_hook=object_with_unique_keys)
     except json.JSONDecodeError as error:
-        raise TableError(f"{where} is not valid JSON ({error.msg})") from None
+        raise error_type(f"{where} is not valid JSON ({error.msg})") from None
     except RecursionError:
-        raise TableError(f"{where} nests arrays or objects too deeply to read") from None
+        raise error_type(f"{where} nests arrays or objects too deeply to read") from None
     except ValueError as error:  # a repeated key, or an integer of thousands of digits
-        raise TableError(f"{where}: {error}") from None
-    if not isinstance(row, dict):
-        raise TableError(f"{where} is not a JSON object")
-    return row
+        raise error_type(f"{where}: {error}") from None
+    if not isinstance(value, dict):
+        raise error_type(f"{where} must be a JSON object")
+    return value
 
 
 def _read_parquet(path: Path) -> Table:
