@@ -17,15 +17,13 @@ import getpass
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from support.clips import make_clip
+from support.services import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -142,62 +140,9 @@ def pg_home(tmp_path, pg_database, monkeypatch) -> Path:
     return home
 
 
-class Daemon:
-    """``dagster-daemon run -w workspace.yaml`` in its own process group, logging to a file."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        executable = Path(sys.executable).with_name("dagster-daemon")
-        command = [str(executable)] if executable.exists() else ["dagster-daemon"]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "run", "-w", str(WORKSPACE)],
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(
-                f"dagster-daemon exited with {self.process.returncode}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no daemon log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM the whole group (daemon, code server, run workers), SIGKILL after 15 s."""
-        if self.process is None:
-            return
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Children left in the group after the daemon itself exited.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.fixture
 def daemon(tmp_path):
-    running = Daemon(tmp_path / "daemon.log")
+    running = Service("dagster-daemon", ["run", "-w", str(WORKSPACE)], tmp_path / "daemon.log")
     try:
         yield running
     finally:
@@ -249,7 +194,7 @@ def describe_runs(instance, runs) -> str:
     return "\n".join(lines) or "(no runs)"
 
 
-def wait_for_backfill(instance, backfill_id: str, daemon: Daemon, timeout_s: float):
+def wait_for_backfill(instance, backfill_id: str, daemon: Service, timeout_s: float):
     from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 
     deadline = time.monotonic() + timeout_s
