@@ -10,7 +10,7 @@ import numpy as np
 
 from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.decoding import DecodedClip, DecodedFrame, decode_clip
+from saliency_assets.core.decoding import DecodedClip, DecodedFrame, FrameSink, decode_clip
 from saliency_assets.core.errors import DecodeError, GeometryError
 from saliency_assets.core.model import SaliencyModel
 from saliency_assets.core.preprocessing import (
@@ -22,6 +22,8 @@ from saliency_assets.core.preprocessing import (
 )
 from saliency_assets.core.reducers import TemporalReducer, map_statistics
 from saliency_assets.core.statuses import DECODE_FAILED, MISSING_GEOMETRY, MODEL_FAILED, OK
+
+DECODING, INFERRING = "decoding", "inferring"
 
 
 @dataclass(frozen=True)
@@ -72,58 +74,87 @@ def compute_clip(
     source: ClipSource,
     job: ClipJob,
     model: SaliencyModel,
-    on_decoded: Callable[[], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> ClipResult:
     """Decode, infer and reduce one clip; every per-clip failure becomes a status.
 
-    ``on_decoded`` is called between decoding and inference (the worker pool's heartbeat).
+    Frames are inferred and folded one by one as they are decoded, so a worker holds one
+    decoded frame at a time. ``on_phase`` hears ``INFERRING`` before each frame's inference and
+    ``DECODING`` after it (the worker pool's clock on decoding).
     """
+    fold = ClipMapFold(job, model, on_phase)
     try:
-        decoded = decode_for_job(source, job)
+        decoded = decode_for_job(source, job, fold)
+        mean, var = map_statistics(fold.result())
     except GeometryError as error:
         return ClipResult(MISSING_GEOMETRY, detail=str(error))
     except DecodeError as error:
         return ClipResult(DECODE_FAILED, detail=str(error))
-    if not decoded.frames:
-        return ClipResult(DECODE_FAILED, detail=f"{source.path}: no frames decoded")
-    if on_decoded is not None:
-        on_decoded()
-    return reduce_clip(decoded, job, model)
-
-
-def reduce_clip(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> ClipResult:
-    """Run the model on each decoded frame and fold the maps over time."""
-    try:
-        mean, var = map_statistics(clip_map(decoded, job, model))
-    except Exception as error:  # onnxruntime and numpy failures are per-clip model failures
-        return ClipResult(MODEL_FAILED, detail=f"{type(error).__name__}: {error}")
+    except ModelFailure as error:
+        return ClipResult(MODEL_FAILED, detail=str(error))
     return ClipResult(
         OK,
         mean,
         var,
-        frames_used=len(decoded.frames),
+        frames_used=len(decoded.indices),
         width=decoded.width,
         height=decoded.height,
     )
 
 
-def decode_for_job(source: ClipSource, job: ClipJob) -> DecodedClip:
-    """Decode the clip's sampled frames with the job's decoder settings."""
+def clip_map(source: ClipSource, job: ClipJob, model: SaliencyModel) -> np.ndarray:
+    """The clip's temporally reduced (H, W) saliency map (raises on any failure)."""
+    fold = ClipMapFold(job, model)
+    decode_for_job(source, job, fold)
+    return fold.result()
+
+
+def decode_for_job(source: ClipSource, job: ClipJob, sink: FrameSink | None = None) -> DecodedClip:
+    """Decode the clip's sampled frames with the job's decoder settings, into ``sink`` if given."""
     return decode_clip(
         source,
         job.plan,
+        sink=sink,
         ffmpeg_bin=job.ffmpeg_bin,
         ffprobe_bin=job.ffprobe_bin,
         timeout_s=job.decode_timeout,
     )
 
 
-def clip_map(decoded: DecodedClip, job: ClipJob, model: SaliencyModel) -> np.ndarray:
-    """The clip's temporally reduced (H, W) saliency map."""
-    reducer = TemporalReducer(job.temporal_aggregator, job.ema_alpha)
-    for frame in decoded.frames:
-        reducer.add(frame_saliency(frame, model), frame.luma)
-    return reducer.result()
+class ModelFailure(Exception):
+    """Inference or reduction failed on a decoded frame (onnxruntime or numpy said why)."""
+
+
+class ClipMapFold:
+    """A frame sink that runs the model on each frame as it arrives and folds the map over time."""
+
+    def __init__(
+        self,
+        job: ClipJob,
+        model: SaliencyModel,
+        on_phase: Callable[[str], None] | None = None,
+    ) -> None:
+        self.job, self.model = job, model
+        self._on_phase = on_phase or (lambda phase: None)
+        self.restart()
+
+    def add(self, frame: DecodedFrame) -> None:
+        self._on_phase(INFERRING)
+        try:
+            self._reducer.add(frame_saliency(frame, self.model), frame.luma)
+        except Exception as error:  # onnxruntime and numpy failures are per-clip model failures
+            raise ModelFailure(f"frame {frame.index}: {type(error).__name__}: {error}") from error
+        self._on_phase(DECODING)
+
+    def restart(self) -> None:
+        self._reducer = TemporalReducer(self.job.temporal_aggregator, self.job.ema_alpha)
+
+    def result(self) -> np.ndarray:
+        """The clipped clip map of the frames folded so far."""
+        try:
+            return self._reducer.result()
+        except Exception as error:
+            raise ModelFailure(f"{type(error).__name__}: {error}") from error
 
 
 def frame_saliency(frame: DecodedFrame, model: SaliencyModel) -> np.ndarray:

@@ -7,8 +7,11 @@ which is where callers should import them from.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +33,31 @@ class DecodedFrame:
     rgb: np.ndarray | None = None
 
 
+class FrameSink(Protocol):
+    """Where a decode delivers the sampled frames, in clip order, as they are decoded.
+
+    ``restart`` forgets every frame delivered so far: the clip turned out shorter than the
+    pass assumed and a different set of frames is about to be delivered.
+    """
+
+    def add(self, frame: DecodedFrame) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class KeptFrames:
+    """The plain sink: keeps every delivered frame in ``frames``."""
+
+    def __init__(self) -> None:
+        self.frames: list[DecodedFrame] = []
+
+    def add(self, frame: DecodedFrame) -> None:
+        self.frames.append(frame)
+
+    def restart(self) -> None:
+        self.frames = []
+
+
 @dataclass
 class DecodedClip:
     """The sampled frames of one clip, in clip order, and what was learned about the clip.
@@ -39,9 +67,11 @@ class DecodedClip:
     number of frames in the whole clip when known. ``rotation`` is the display matrix's
     counter-clockwise angle as ffprobe reports it, normalised to 0/90/180/270 (the frames have
     been turned upright). ``decoder`` names the backend: ``"pyav"``, ``"rawvideo"`` or
-    ``"ffmpeg-binary:<path>"``.
+    ``"ffmpeg-binary:<path>"``. ``indices`` are the sampled frames delivered; ``frames`` holds
+    them only when the decode kept them (no sink of the caller's was given).
     """
 
+    indices: list[int]
     frames: list[DecodedFrame]
     width: int
     height: int
@@ -67,17 +97,26 @@ class SourceFacts:
 
 @dataclass
 class ReadResult:
-    """What one sequential pass over a clip produced.
+    """What one sequential pass over a clip produced; sampled frames go to ``sink``.
 
-    ``frames_seen`` counts the frames decoded before the pass stopped; ``reached_end`` says the
-    clip ran out before the pass's ``stop_after`` frames, so ``frames_seen`` is the clip length.
+    ``delivered`` lists the indices handed to the sink. ``frames_seen`` counts the frames decoded
+    before the pass stopped; ``reached_end`` says the clip ran out before the pass's
+    ``stop_after`` frames, so ``frames_seen`` is the clip length.
     """
 
-    frames: dict[int, DecodedFrame]
-    frames_seen: int
-    reached_end: bool
-    facts: SourceFacts | None
+    sink: FrameSink
+    deadline: Deadline
+    delivered: list[int] = field(default_factory=list)
+    frames_seen: int = 0
+    reached_end: bool = False
+    facts: SourceFacts | None = None
     errors: list[str] = field(default_factory=list)
+
+    def deliver(self, frame: DecodedFrame) -> None:
+        """Hand one sampled frame to the sink; the sink's time does not count as decoding."""
+        with self.deadline.paused():
+            self.sink.add(frame)
+        self.delivered.append(frame.index)
 
 
 class Deadline:
@@ -97,6 +136,15 @@ class Deadline:
     def expired(self) -> bool:
         remaining = self.remaining()
         return remaining is not None and remaining <= 0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside the block is not decoding: it moves the budget's start on."""
+        paused_at = time.monotonic()
+        try:
+            yield
+        finally:
+            self._start += time.monotonic() - paused_at
 
     def check(self) -> None:
         """Raise ``DecodeError`` once the budget is spent."""

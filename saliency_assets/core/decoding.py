@@ -12,7 +12,14 @@ from pathlib import Path
 
 from .clips import RAW_SUFFIXES, ClipSource, SamplingPlan
 from .conversion import inference_geometry
-from .decoded import Deadline, DecodedClip, DecodedFrame, ReadResult
+from .decoded import (
+    Deadline,
+    DecodedClip,
+    DecodedFrame,
+    FrameSink,
+    KeptFrames,
+    ReadResult,
+)
 from .errors import DecodeError, GeometryError
 from .pipe_decoder import PipeReader, check_binary
 from .pyav_decoder import PyAVReader
@@ -22,6 +29,7 @@ from .sampling import head_length, sample_indices
 __all__ = [
     "DecodedClip",
     "DecodedFrame",
+    "FrameSink",
     "check_binary",
     "decode_clip",
     "inference_geometry",
@@ -34,6 +42,7 @@ def decode_clip(
     source: ClipSource,
     plan: SamplingPlan,
     *,
+    sink: FrameSink | None = None,
     ffmpeg_bin: str | None = None,
     ffprobe_bin: str | None = None,
     timeout_s: float | None = None,
@@ -42,6 +51,9 @@ def decode_clip(
 ) -> DecodedClip:
     """The frames ``plan`` samples from ``source``, in clip order.
 
+    With a ``sink`` each sampled frame is handed to it as soon as it is decoded and not kept, so
+    a clip's frames never have to be in memory together (the sink's own time does not count
+    against ``timeout_s``); without one the frames come back in ``DecodedClip.frames``.
     ``ffmpeg_bin`` decodes through that binary instead of PyAV (``ffprobe_bin`` then supplies the
     geometry); both are resolved with :func:`check_binary`, which raises ``ConfigError``.
     ``timeout_s`` bounds the whole decode, ``max_pixels`` rejects oversized frames before they
@@ -51,11 +63,15 @@ def decode_clip(
     """
     path = Path(source.path)
     deadline = Deadline(timeout_s, path)
+    kept = KeptFrames() if sink is None else None
     reader = _open_reader(source, plan, ffmpeg_bin, ffprobe_bin, deadline, max_pixels, threads)
     try:
-        return _decode(reader, plan, path)
+        decoded = _decode(reader, plan, path, kept or sink)
     finally:
         reader.close()
+    if kept is not None:
+        decoded.frames = kept.frames
+    return decoded
 
 
 def _open_reader(source, plan, ffmpeg_bin, ffprobe_bin, deadline, max_pixels, threads):
@@ -83,7 +99,7 @@ def _check_raw_geometry(source: ClipSource) -> None:
         )
 
 
-def _decode(reader, plan: SamplingPlan, path: Path) -> DecodedClip:
+def _decode(reader, plan: SamplingPlan, path: Path, sink: FrameSink) -> DecodedClip:
     length = reader.known_length()
     if plan.sampling == "head":
         # Only the first max_frames frames matter. Unless the length is exact, decode that far:
@@ -94,37 +110,38 @@ def _decode(reader, plan: SamplingPlan, path: Path) -> DecodedClip:
         stop_after = assumed
     else:
         length = length or reader.count_frames()
-        assumed = length
-        if assumed <= 0:
+        if length <= 0:
             raise DecodeError(f"{path}: no video frames in the clip")
-        indices = sample_indices(plan, assumed)
+        indices = sample_indices(plan, length)
         stop_after = indices[-1] + 1
-    result = reader.read(indices, stop_after)
+    result = reader.read(indices, stop_after, sink)
     clip_frames = length
     if result.reached_end:
         clip_frames = result.frames_seen
-        indices, result = _replan(reader, plan, result, path)
-    return _assemble(result, indices, clip_frames, reader.decoder, path)
+        result = _replan(reader, plan, result, path)
+    return _assemble(result, clip_frames, reader.decoder, path)
 
 
-def _replan(reader, plan: SamplingPlan, result: ReadResult, path: Path):
-    """The clip ended before the pass expected: sample the frames it really has."""
+def _replan(reader, plan: SamplingPlan, result: ReadResult, path: Path) -> ReadResult:
+    """The clip ended before the pass expected: sample the frames it really has, delivering
+    them again unless the frames already delivered are exactly those."""
     if result.frames_seen == 0:
         causes = "; ".join(result.errors[-3:]) or "the stream holds no decodable frame"
         raise DecodeError(f"{path}: no video frames could be decoded ({causes})")
     indices = sample_indices(plan, result.frames_seen)
-    if set(indices) <= result.frames.keys():
-        return indices, result
-    return indices, reader.read(indices, indices[-1] + 1)
+    if indices == result.delivered:
+        return result
+    result.sink.restart()
+    return reader.read(indices, indices[-1] + 1, result.sink)
 
 
-def _assemble(result: ReadResult, indices, clip_frames, decoder: str, path: Path) -> DecodedClip:
-    frames = [result.frames[index] for index in indices if index in result.frames]
-    if not frames or result.facts is None:
-        raise DecodeError(f"{path}: none of the sampled frames {indices} could be decoded")
+def _assemble(result: ReadResult, clip_frames, decoder: str, path: Path) -> DecodedClip:
+    if not result.delivered or result.facts is None:
+        raise DecodeError(f"{path}: none of the sampled frames could be decoded")
     facts = result.facts
     return DecodedClip(
-        frames=frames,
+        indices=result.delivered,
+        frames=[],
         width=facts.width,
         height=facts.height,
         source_width=facts.source_width,

@@ -39,7 +39,7 @@ from .conversion import (
     resolve_colour,
     rgb_from_yuv,
 )
-from .decoded import Deadline, DecodedFrame, ReadResult, SourceFacts
+from .decoded import Deadline, DecodedFrame, FrameSink, ReadResult, SourceFacts
 from .errors import ConfigError, DecodeError
 from .pyav_decoder import (
     count_packets,
@@ -301,22 +301,29 @@ class PipeReader:
     def close(self) -> None:
         """Nothing stays open between passes."""
 
-    def read(self, indices: list[int], stop_after: int) -> ReadResult:
+    def read(self, indices: list[int], stop_after: int, sink: FrameSink) -> ReadResult:
         """Run ffmpeg once, selecting ``indices`` and frame ``stop_after - 1`` (which shows
-        whether the clip is at least that long)."""
+        whether the clip is at least that long).
+
+        The frames reach ``sink`` after ffmpeg has exited: the process runs against the decode
+        deadline, which the sink's time must not use up.
+        """
         selected = sorted(set(indices) | {stop_after - 1})
         wanted = set(indices)
-        frames: dict[int, DecodedFrame] = {}
+        frames: list[DecodedFrame] = []
 
         def keep(position: int, chunk: bytes) -> None:
             index = selected[position]
             if index in wanted:
-                frames[index] = self._decoded(index, chunk)
+                frames.append(self._decoded(index, chunk))
 
         received = self._stream_frames(self._decode_command(selected), len(selected), keep)
-        if received == len(selected):
-            return ReadResult(frames, stop_after, False, self.facts)
-        return ReadResult(frames, self._count_decoded(), True, self.facts)
+        result = ReadResult(sink, self.deadline, facts=self.facts)
+        result.reached_end = received < len(selected)
+        result.frames_seen = self._count_decoded() if result.reached_end else stop_after
+        while frames:  # each frame is let go once the sink has it
+            result.deliver(frames.pop(0))
+        return result
 
     def _input(self) -> list[str]:
         threads = ["-threads", str(self.threads), "-filter_threads", str(self.threads)]

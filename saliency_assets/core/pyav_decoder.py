@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 
 from .conversion import FrameConverter
-from .decoded import Deadline, DecodedFrame, ReadResult
+from .decoded import Deadline, DecodedFrame, FrameSink, ReadResult
 from .errors import DecodeError
 
 LOCAL_ONLY = {"protocol_whitelist": "file"}
@@ -140,18 +140,19 @@ class PyAVReader:
         with self._open() as container:
             return count_packets(container, self.deadline)
 
-    def read(self, indices: list[int], stop_after: int) -> ReadResult:
-        """Decode frames ``0 .. stop_after-1`` in order, converting those in ``indices``."""
+    def read(self, indices: list[int], stop_after: int, sink: FrameSink) -> ReadResult:
+        """Decode frames ``0 .. stop_after-1`` in order; those in ``indices`` are converted and
+        delivered to ``sink`` one by one, as they are decoded."""
         wanted = set(indices)
         converter = FrameConverter(self.inference_size, self.threads)
-        result = ReadResult(frames={}, frames_seen=0, reached_end=False, facts=None)
+        result = ReadResult(sink, self.deadline)
         with self._open() as container:
             stream = self._prepare_stream(container)
             for frame in self._frames(container, stream, result.errors):
                 index = result.frames_seen
                 result.frames_seen += 1
                 if index in wanted:
-                    result.frames[index] = self._convert(converter, frame, index)
+                    result.deliver(self._convert(converter, frame, index))
                 if result.frames_seen >= stop_after:
                     break
             else:

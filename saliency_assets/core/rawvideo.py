@@ -13,7 +13,7 @@ import numpy as np
 
 from .clips import RAW_PIX_FMTS, ClipSource
 from .conversion import FrameConverter, frame_from_planes
-from .decoded import Deadline, ReadResult
+from .decoded import Deadline, FrameSink, ReadResult
 from .errors import DecodeError
 
 DECODER_NAME = "rawvideo"
@@ -134,16 +134,19 @@ class RawReader:
     def close(self) -> None:
         """Nothing stays open between passes."""
 
-    def read(self, indices: list[int], stop_after: int) -> ReadResult:
-        """Read and convert the frames at ``indices`` (those inside the file)."""
+    def read(self, indices: list[int], stop_after: int, sink: FrameSink) -> ReadResult:
+        """Read and convert the frames at ``indices`` (those inside the file), delivering each
+        to ``sink`` as it is read."""
         converter = FrameConverter(self.inference_size, self.threads)
-        frames = {}
+        result = ReadResult(sink, self.deadline)
         with self.path.open("rb") as handle:
             for index in sorted(i for i in set(indices) if i < self.length):
                 self.deadline.check()
-                frames[index] = converter.convert(self._frame_at(handle, index), index)
-        seen = min(stop_after, self.length)
-        return ReadResult(frames, seen, stop_after > self.length, converter.facts)
+                result.deliver(converter.convert(self._frame_at(handle, index), index))
+        result.frames_seen = min(stop_after, self.length)
+        result.reached_end = stop_after > self.length
+        result.facts = converter.facts
+        return result
 
     def _frame_at(self, handle, index: int):
         handle.seek(index * self.frame_bytes)

@@ -25,11 +25,16 @@ class TemporalReducer:
     def add(self, saliency_map: np.ndarray, luma: np.ndarray | None = None) -> None:
         """Fold in one frame's (H, W) map; ``luma`` (uint8 Y plane) is needed for motion."""
         frame_map = np.asarray(saliency_map, dtype=np.float32)
+        # The running map is updated in place: at 4K a temporary is another 33 MB per worker.
         if self.aggregator == "mean":
-            self._state = frame_map.copy() if self._state is None else self._state + frame_map
+            if self._state is None:
+                self._state = frame_map.copy()
+            else:
+                self._state += frame_map
         elif self.aggregator == "max":
-            start = np.zeros_like(frame_map) if self._state is None else self._state
-            self._state = np.maximum(start, frame_map)
+            if self._state is None:
+                self._state = np.zeros_like(frame_map)
+            np.maximum(self._state, frame_map, out=self._state)
         elif self.aggregator == "ema":
             self._add_ema(frame_map)
         elif self.aggregator == "motion-weighted":
@@ -46,8 +51,8 @@ class TemporalReducer:
         elif self.aggregator == "motion-weighted":
             reduced = self._state / np.float32(self._weight_total)
         else:
-            reduced = self._state
-        return np.clip(reduced, 0.0, 1.0).astype(np.float32)
+            reduced = self._state.copy()
+        return np.clip(reduced, 0.0, 1.0, out=reduced).astype(np.float32, copy=False)
 
     def _add_ema(self, frame_map: np.ndarray) -> None:
         if self._state is None:
@@ -61,7 +66,10 @@ class TemporalReducer:
             raise ValueError("motion-weighted reduction needs each frame's luma plane")
         weight = self._motion_weight(luma)
         weighted = np.float32(weight) * frame_map
-        self._state = weighted if self._state is None else self._state + weighted
+        if self._state is None:
+            self._state = weighted
+        else:
+            self._state += weighted
         self._weight_total += weight
         self._previous_luma = luma
 

@@ -8,15 +8,20 @@ replaced too, so one bad file never stops a run.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from saliency_assets.core.clip_saliency import ClipJob, ClipResult, compute_clip
+from saliency_assets.core.clip_saliency import (
+    DECODING,
+    INFERRING,
+    ClipJob,
+    ClipResult,
+    compute_clip,
+)
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.model import SaliencyModel
 from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
@@ -31,12 +36,34 @@ ClipTask = tuple[str, ClipSource]
 
 @dataclass
 class _Worker:
+    """A worker process and the clock on its current clip's decoding.
+
+    Decoding and inference alternate frame by frame; only decoding counts towards the hard
+    limit, so the worker reports each switch with its own monotonic time (one clock for all
+    processes on Linux).
+    """
+
     process: multiprocessing.process.BaseProcess
     connection: Connection
     task: ClipTask | None = None
-    started_at: float = 0.0
-    decoded: bool = False
-    ready: bool = field(default=False)
+    inferring: bool = False
+    decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
+    decoding_since: float = 0.0
+
+    def start(self, task: ClipTask) -> None:
+        self.task, self.inferring = task, False
+        self.decode_spent, self.decoding_since = 0.0, time.monotonic()
+
+    def switch(self, phase: str, at: float) -> None:
+        if phase == INFERRING and not self.inferring:
+            self.decode_spent += at - self.decoding_since
+        elif phase == DECODING:
+            self.decoding_since = at
+        self.inferring = phase == INFERRING
+
+    def decoding_for(self, now: float) -> float:
+        """Seconds the current clip has spent decoding; inference time left out."""
+        return self.decode_spent + (0.0 if self.inferring else now - self.decoding_since)
 
 
 class ClipWorkerPool:
@@ -85,7 +112,7 @@ class ClipWorkerPool:
 
     def _assign(self, worker: _Worker, task: ClipTask) -> None:
         worker.connection.send(task)
-        worker.task, worker.started_at, worker.decoded = task, time.monotonic(), False
+        worker.start(task)
 
     def _collect(self) -> Iterator[tuple[str, ClipResult]]:
         busy = {worker.connection: worker for worker in self._workers if worker.task}
@@ -102,8 +129,8 @@ class ClipWorkerPool:
         except (EOFError, OSError):
             return self._replace(worker, _died_result(worker))
         kind, payload = message
-        if kind == "decoded":
-            worker.decoded = True
+        if kind != "done":
+            worker.switch(kind, payload)
             return None
         key, _source = worker.task
         worker.task = None
@@ -115,8 +142,8 @@ class ClipWorkerPool:
             return
         now = time.monotonic()
         for worker in list(self._workers):
-            overdue = now - worker.started_at > limit + HARD_LIMIT_GRACE_S
-            if worker.task and not worker.decoded and overdue:
+            overdue = worker.decoding_for(now) > limit + HARD_LIMIT_GRACE_S
+            if worker.task and overdue:
                 detail = (
                     f"decode did not finish within {limit:g} s "
                     f"(decode_timeout); the worker was stopped"
@@ -133,7 +160,7 @@ class ClipWorkerPool:
 def _died_result(worker: _Worker) -> ClipResult:
     worker.process.join(timeout=5)
     code = worker.process.exitcode
-    status = MODEL_FAILED if worker.decoded else DECODE_FAILED
+    status = MODEL_FAILED if worker.inferring else DECODE_FAILED
     return ClipResult(status, detail=f"worker process died (exit code {code}) on this clip")
 
 
@@ -156,7 +183,10 @@ def _worker_main(connection: Connection, job: ClipJob) -> None:
         task = connection.recv()
         if task is None:
             return
-        key, source = task
-        on_decoded = functools.partial(connection.send, ("decoded", key))
-        result = compute_clip(source, job, model, on_decoded=on_decoded)
+        _key, source = task
+
+        def report(phase: str) -> None:
+            connection.send((phase, time.monotonic()))
+
+        result = compute_clip(source, job, model, on_phase=report)
         connection.send(("done", result))

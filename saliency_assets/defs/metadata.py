@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from saliency_assets.core.clip_saliency import ClipJob, clip_map, decode_for_job
+from saliency_assets.core.clip_saliency import ClipJob, clip_map
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.images import encode_png, heatmap_thumbnail, histogram_image
 from saliency_assets.core.model import ModelChoice, SaliencyModel
@@ -85,12 +85,12 @@ def thumbnails_markdown(
     job = ClipJob.from_config(config, model.path)
     lines = []
     for source in sources:
-        decoded = decode_for_job(source, job)
-        thumbnail = heatmap_thumbnail(clip_map(decoded, job, session))
+        saliency = clip_map(source, job, session)
+        height, width = saliency.shape
         lines += [
-            f"**{source.path.name}** ({decoded.width}×{decoded.height})",
+            f"**{source.path.name}** ({width}×{height})",
             "",
-            _image_markdown(source.path.name, thumbnail),
+            _image_markdown(source.path.name, heatmap_thumbnail(saliency)),
             "",
         ]
     return "\n".join(lines)
