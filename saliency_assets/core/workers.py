@@ -23,13 +23,13 @@ from saliency_assets.core.clip_saliency import (
     compute_clip,
 )
 from saliency_assets.core.clips import ClipSource
+from saliency_assets.core.forkserver import worker_context
 from saliency_assets.core.model import SaliencyModel
 from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
 
 # Grace beyond the decoder's own time limit before the parent kills a silent worker.
 HARD_LIMIT_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.5
-_PRELOAD = ["saliency_assets.core.clip_saliency"]
 
 ClipTask = tuple[str, ClipSource]
 
@@ -72,8 +72,7 @@ class ClipWorkerPool:
     def __init__(self, job: ClipJob, jobs: int) -> None:
         self.job = job
         self.jobs = max(1, jobs)
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(_PRELOAD)
+        self._context = worker_context()
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> ClipWorkerPool:
