@@ -3,7 +3,8 @@
 For every resolution of the corpus, in one run:
 
 1. ``baseline.py``: the reference pipeline, one clip at a time;
-2. ``floor.py`` per mode: decode-only plus inference-only time, divided by the product's cores;
+2. ``floor.py`` per mode: decode-only plus inference-only time, in as many processes side by
+   side as the product has workers (``--serial-floor`` also times it in one process alone);
 3. the product, ``saliency-assets materialize`` over a table of those clips, once in
    compatible mode (``--inference-size native``) and once with ``--inference-size 288``.
 
@@ -15,6 +16,7 @@ baseline and to the floor, checks the performance targets, and writes
 
     python benchmarks/corpus.py && python benchmarks/compare.py
     python benchmarks/compare.py --resolutions 1080p --model saliency_student_v2
+    python benchmarks/compare.py --serial-floor        # also the one-process floor
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +51,8 @@ NOT_RUN = float("nan")
 _MODE_KEYS = (
     "native_s", "native_clips_per_s", "native_speedup", "native_peak_mb", "native_peak_pss_mb",
     "native_floor_s", "native_floor_decode_s", "native_floor_infer_s", "native_floor_ratio",
-    "native_floor_ratio_after_startup", "native_ok",
+    "native_floor_ratio_after_startup", "native_ok", "native_serial_floor_s",
+    "native_serial_floor_ratio",
 )  # fmt: skip
 MEMORY_LIMIT_MB = 1000.0
 TARGETS = (
@@ -100,17 +104,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", default="native,sized", help="which product modes to run (native, sized)"
     )
+    parser.add_argument(
+        "--serial-floor",
+        action="store_true",
+        help="also time the floor in one process alone, divided by --jobs (no contention)",
+    )
     return parser.parse_args(argv)
 
 
 def measure_startup(model: Path, args) -> dict[str, float]:
-    """The product's fixed cost per mode: the same command over one 64x48 clip."""
+    """The product's fixed cost per mode: the same command over one frame of one 64x48 clip."""
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     table = WORK_DIR / "startup-table.jsonl"
     table.write_text(json.dumps({"src": ensure_clips(1)[0]}) + "\n")
     startup = {}
     for label, mode in _modes(args):
-        product = _product("startup", table, model, mode, args.jobs)
+        product = _product("startup", table, model, mode, args.jobs, frames=1)
         startup[label] = product["measured"]["seconds"]
     return startup
 
@@ -125,7 +134,9 @@ def run_group(resolution: str, clips: list[dict], model: Path, args, startup: di
     baseline = _baseline(resolution, clips_json, model)
     modes = {}
     for label, mode in _modes(args):
-        floor = _floor(resolution, clips_json, model, mode)
+        floor = {"concurrent": _floor(resolution, clips, model, mode, args.jobs)}
+        if args.serial_floor:
+            floor["serial"] = _floor(resolution, clips, model, mode, 1)
         product = _product(resolution, table, model, mode, args.jobs)
         modes[label] = {"mode": mode, "floor": floor, "product": product}
     return summarise(resolution, clips, baseline, modes, args.jobs, startup)
@@ -142,22 +153,46 @@ def _baseline(resolution: str, clips_json: Path, model: Path) -> dict:
     return {"measured": vars(measured), "clips": json.loads(output.read_text())}
 
 
-def _floor(resolution: str, clips_json: Path, model: Path, mode: str) -> dict:
-    output = WORK_DIR / f"{resolution}-floor-{mode}.json"
-    command = [
-        PYTHON, str(BENCH_DIR / "floor.py"), "--clips", str(clips_json), "--model", str(model),
-        "--mode", mode, "--output", str(output),
-    ]  # fmt: skip
-    _checked(run_measured(command), "floor")
-    return {"clips": json.loads(output.read_text())}
+def _floor(resolution: str, clips: list[dict], model: Path, mode: str, processes: int) -> list:
+    """Per-clip floor timings from ``processes`` floor processes run side by side, each on
+    every ``processes``-th clip; each clip is tagged with its process."""
+    commands, outputs = [], []
+    for process in range(processes):
+        share = WORK_DIR / f"{resolution}-floor-{mode}-{processes}-{process}-clips.json"
+        share.write_text(json.dumps(clips[process::processes]))
+        outputs.append(WORK_DIR / f"{resolution}-floor-{mode}-{processes}-{process}.json")
+        commands.append([
+            PYTHON, str(BENCH_DIR / "floor.py"), "--clips", str(share), "--model", str(model),
+            "--mode", mode, "--output", str(outputs[-1]),
+        ])  # fmt: skip
+    with ThreadPoolExecutor(processes) as pool:
+        for measured in pool.map(run_measured, commands):
+            _checked(measured, "floor")
+    timed = []
+    for process, output in enumerate(outputs):
+        timed += [{**clip, "process": process} for clip in json.loads(output.read_text())]
+    return timed
 
 
-def _product(resolution: str, table: Path, model: Path, mode: str, jobs: int) -> dict:
+def floor_seconds(timed: list[dict], jobs: int) -> float:
+    """The floor's wall time with ``jobs`` workers: the busiest floor process's work, or, for
+    a one-process (serial) floor, its work spread evenly over ``jobs`` workers."""
+    work: dict[int, float] = {}
+    for clip in timed:
+        work[clip["process"]] = work.get(clip["process"], 0.0) + clip["decode_s"] + clip["infer_s"]
+    if len(work) == 1:
+        return sum(work.values()) / jobs
+    return max(work.values())
+
+
+def _product(
+    resolution: str, table: Path, model: Path, mode: str, jobs: int, frames: int = 8
+) -> dict:
     output = WORK_DIR / f"{resolution}-product-{mode}.jsonl"
     command = [
         PYTHON, "-m", "saliency_assets.cli", "materialize", "--input", str(table), "--output",
         str(output), "--model-path", str(model), "--inference-size", mode, "--jobs", str(jobs),
-        "--max-frames", "8", "--frame-samples", "8", "--results-store", "none",
+        "--max-frames", str(frames), "--frame-samples", str(frames), "--results-store", "none",
     ]  # fmt: skip
     measured = _checked(run_measured(command), f"product {mode}")
     print(f"   product {mode} {measured.seconds:.1f} s", flush=True)
@@ -183,8 +218,11 @@ def summarise(
     for label, mode in modes.items():
         product = mode["product"]
         seconds = product["measured"]["seconds"]
-        floor_clips = mode["floor"]["clips"]
-        floor_s = sum(c["decode_s"] + c["infer_s"] for c in floor_clips) / jobs
+        floor_clips = mode["floor"]["concurrent"]
+        floor_s = floor_seconds(floor_clips, jobs)
+        serial = mode["floor"].get("serial")
+        serial_s = floor_seconds(serial, jobs) if serial else NOT_RUN
+        processes = len({clip["process"] for clip in floor_clips})
         summary.update(
             {
                 f"{label}_s": seconds,
@@ -193,9 +231,11 @@ def summarise(
                 f"{label}_peak_mb": product["measured"]["peak_rss_mb"],
                 f"{label}_peak_pss_mb": product["measured"]["peak_pss_mb"],
                 f"{label}_floor_s": floor_s,
-                f"{label}_floor_decode_s": sum(c["decode_s"] for c in floor_clips) / jobs,
-                f"{label}_floor_infer_s": sum(c["infer_s"] for c in floor_clips) / jobs,
+                f"{label}_floor_decode_s": sum(c["decode_s"] for c in floor_clips) / processes,
+                f"{label}_floor_infer_s": sum(c["infer_s"] for c in floor_clips) / processes,
                 f"{label}_floor_ratio": floor_s / seconds,
+                f"{label}_serial_floor_s": serial_s,
+                f"{label}_serial_floor_ratio": serial_s / seconds,
                 f"{label}_floor_ratio_after_startup": floor_s / (seconds - startup[label]),
                 f"{label}_ok": sum(row.get("saliency_status") == "ok" for row in product["rows"]),
             }
@@ -232,7 +272,10 @@ def check_targets(groups: list[dict]) -> list[dict]:
 def report(groups: list[dict], targets: list[dict], args) -> None:
     size = args.size
     print("\nthroughput (clips/s) and ratios to the baseline; floor/ours = floor_s / product_s")
-    print("startup (the same command over one 64x48 clip): " + json.dumps(startup_of(groups)))
+    print(
+        "startup (the same command over one frame of a 64x48 clip): "
+        + json.dumps(startup_of(groups))
+    )
     print_table(
         [
             "res",
@@ -276,7 +319,10 @@ def report(groups: list[dict], targets: list[dict], args) -> None:
             for g in groups
         ],
     )
-    print("\nseconds: wall time of each command; floor = (decode + infer) / jobs")
+    print(
+        "\nseconds: wall time of each command; floor = decode + infer of the busiest of the "
+        "floor processes run side by side; serial floor = one process alone, work / jobs"
+    )
     print_table(
         [
             "res",
@@ -285,6 +331,8 @@ def report(groups: list[dict], targets: list[dict], args) -> None:
             f"{size}",
             "floor compat",
             f"floor {size}",
+            "serial floor compat",
+            f"serial floor {size}",
             "floor decode compat",
             "floor decode " + str(size),
         ],  # fmt: skip
@@ -296,6 +344,8 @@ def report(groups: list[dict], targets: list[dict], args) -> None:
                 g["sized_s"],
                 g["native_floor_s"],
                 g["sized_floor_s"],
+                g["native_serial_floor_s"],
+                g["sized_serial_floor_s"],
                 g["native_floor_decode_s"],
                 g["sized_floor_decode_s"],
             ]  # fmt: skip
