@@ -16,7 +16,8 @@ from saliency_assets.core.clip_saliency import frame_saliency, yuv420p_window_in
 from saliency_assets.core.decoding import DecodedFrame
 from saliency_assets.core.model import TILE_ABOVE_PIXELS, TILE_SIZE, SaliencyModel
 from saliency_assets.core.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
-from saliency_assets.core.tiling import TileGeometry, analyse_graph, plan_tiles, tile_geometry
+from saliency_assets.core.receptive_field import analyse_graph, tile_geometry
+from saliency_assets.core.tiling import TileGeometry, plan_tiles
 from saliency_assets.models import DEFAULT_MODEL_PATH
 
 TOLERANCE = 1e-6

@@ -25,7 +25,6 @@ from saliency_assets.core.tiling import (
     WindowInput,
     plan_tiles,
     run_tiles,
-    tile_geometry,
 )
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
@@ -106,7 +105,6 @@ class SaliencyModel:
         self.session = _open_session(self.path, providers, intra_op_threads)
         self.input_name, self.output_name = _check_contract(self.session, self.path)
         self.providers = tuple(self.session.get_providers())
-        self.tile_geometry: TileGeometry | None = _read_tile_geometry(self.path)
         self.tile_size = tile_size
         self.tile_above_pixels = tile_above_pixels
 
@@ -140,11 +138,16 @@ class SaliencyModel:
             full_map = run_tiles(tiles, window_input, self._window_runner(len(tiles)))
         return full_map[:height, :width]
 
+    @functools.cached_property
+    def tile_geometry(self) -> TileGeometry | None:
+        """The model's receptive field, read the first time a frame is big enough to tile."""
+        return _read_tile_geometry(self.path)
+
     def tiles_for(self, padded_height: int, padded_width: int) -> list[Tile] | None:
         """The windows a frame of this padded size runs as, or None for a single call."""
-        if self.tile_geometry is None or self.tile_above_pixels is None:
+        if self.tile_above_pixels is None or padded_height * padded_width <= self.tile_above_pixels:
             return None
-        if padded_height * padded_width <= self.tile_above_pixels:
+        if self.tile_geometry is None:
             return None
         tiles = plan_tiles(padded_height, padded_width, self.tile_geometry, self.tile_size)
         return tiles if len(tiles) > 1 else None
@@ -210,6 +213,9 @@ def _return_large_buffers_to_the_system() -> None:
 
 
 def _read_tile_geometry(path: Path) -> TileGeometry | None:
+    # Imported here: onnx costs a tenth of a second at every start and only tiling needs it.
+    from saliency_assets.core.receptive_field import tile_geometry
+
     try:
         return tile_geometry(path)
     except Exception as error:  # an unreadable graph is never tiled; the session still runs it
