@@ -196,14 +196,10 @@ def _union(spans: list[_Spatial]) -> _Spatial | None:
 
 def _window_op(data: _Spatial, attrs: dict) -> _Spatial | None:
     """Conv / MaxPool / AveragePool: out y reads in ``s*y - pad + t*d`` for t < k."""
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+    window = _kernel_window(attrs, ("NOTSET", "VALID"))
+    if window is None:
         return None
-    kernel = attrs.get("kernel_shape")
-    if kernel is None or len(kernel) != 2:
-        return None
-    strides = attrs.get("strides", [1, 1])
-    dilations = attrs.get("dilations", [1, 1])
-    pads = attrs.get("pads", [0, 0, 0, 0])
+    kernel, strides, dilations, pads = window
     axes = []
     for axis in range(2):
         span, reach = data[axis], (kernel[axis] - 1) * dilations[axis]
@@ -219,14 +215,10 @@ def _window_op(data: _Spatial, attrs: dict) -> _Spatial | None:
 
 def _transposed_conv(data: _Spatial, attrs: dict) -> _Spatial | None:
     """ConvTranspose: out y reads in x with ``s*x - pad + t*d == y`` for some t < k."""
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    window = _kernel_window(attrs, ("NOTSET",))
+    if window is None:
         return None
-    kernel = attrs.get("kernel_shape")
-    if kernel is None or len(kernel) != 2:
-        return None
-    strides = attrs.get("strides", [1, 1])
-    dilations = attrs.get("dilations", [1, 1])
-    pads = attrs.get("pads", [0, 0, 0, 0])
+    kernel, strides, dilations, pads = window
     axes = []
     for axis in range(2):
         span, reach = data[axis], (kernel[axis] - 1) * dilations[axis]
@@ -239,6 +231,19 @@ def _transposed_conv(data: _Spatial, attrs: dict) -> _Spatial | None:
             )
         )
     return axes[0], axes[1]
+
+
+def _kernel_window(attrs: dict, auto_pads: tuple[str, ...]):
+    """``(kernel, strides, dilations, pads)`` of a 2-D kernel op, or ``None`` for a padding mode
+    not in ``auto_pads`` or a kernel that is not 2-D."""
+    if _text(attrs.get("auto_pad", "NOTSET")) not in auto_pads:
+        return None
+    kernel = attrs.get("kernel_shape")
+    if kernel is None or len(kernel) != 2:
+        return None
+    strides = attrs.get("strides", [1, 1])
+    dilations = attrs.get("dilations", [1, 1])
+    return kernel, strides, dilations, attrs.get("pads", [0, 0, 0, 0])
 
 
 def _resize(data: _Spatial, attrs: dict, scales: np.ndarray | None) -> _Spatial | None:
