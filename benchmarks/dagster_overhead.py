@@ -11,6 +11,9 @@ Measures, in one command on the same generated clips:
 Prints a table and writes benchmarks/results/dagster_overhead.json.
 
     .venv/bin/python benchmarks/dagster_overhead.py [--clips 1000] [--keys 150000]
+    # real per-clip work (about 0.5 s a clip): 540p clips at --inference-size 288, per clip only
+    .venv/bin/python benchmarks/dagster_overhead.py --width 960 --height 540 \
+        --inference-size 288 --partitionings clips --keys 0
 """
 
 from __future__ import annotations
@@ -39,17 +42,19 @@ def main() -> None:
         work = Path(scratch)
         figures = {"registration": measure_registration(work / "reg_home", args.keys)}
         table = make_corpus(work / "corpus", args.clips, args.width, args.height)
-        cli = measure_cli(table, work, args.jobs)
+        cli = measure_cli(table, work, args.jobs, args.inference_size)
         figures["cli"] = cli
-        for partitioning in ("clips", "shards"):
+        for partitioning in args.partitionings.split(","):
             figures[f"dagster_{partitioning}"] = measure_dagster_run(
-                table, work, partitioning, args.clips, args.jobs, cli["seconds"]
+                table, work, partitioning, args, cli["seconds"]
             )
     figures["settings"] = vars(args)
     _report(figures)
 
 
-def measure_registration(home: Path, count: int) -> dict:
+def measure_registration(home: Path, count: int) -> dict | None:
+    if count <= 0:
+        return None
     home.mkdir(parents=True)
     keys = [f"clip_{index:06d}.mp4" for index in range(count)]
     with dg.instance_for_test(temp_dir=str(home)) as instance:
@@ -81,7 +86,7 @@ def make_corpus(folder: Path, clips: int, width: int, height: int) -> Path:
     return table
 
 
-def measure_cli(table: Path, work: Path, jobs: int) -> dict:
+def measure_cli(table: Path, work: Path, jobs: int, inference_size: str) -> dict:
     output = work / "cli_out.jsonl"
     command = [
         sys.executable,
@@ -98,6 +103,8 @@ def measure_cli(table: Path, work: Path, jobs: int) -> dict:
         "none",
         "--jobs",
         str(jobs),
+        "--inference-size",
+        inference_size,
     ]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
@@ -107,11 +114,12 @@ def measure_cli(table: Path, work: Path, jobs: int) -> dict:
 
 
 def measure_dagster_run(
-    table: Path, work: Path, partitioning: str, clips: int, jobs: int, cli_seconds: float
+    table: Path, work: Path, partitioning: str, args: argparse.Namespace, cli_seconds: float
 ) -> dict:
+    clips = args.clips
     run_dir = work / f"dagster_{partitioning}"
     run_dir.mkdir()
-    manifest = _write_manifest(run_dir, table, partitioning, clips, jobs)
+    manifest = _write_manifest(run_dir, table, partitioning, args.jobs, args.inference_size)
     os.environ["SALIENCY_ASSETS_MANIFESTS"] = str(manifest)
     from saliency_assets.definitions import build_definitions
 
@@ -141,7 +149,9 @@ def measure_dagster_run(
     }
 
 
-def _write_manifest(folder: Path, table: Path, partitioning: str, clips: int, jobs: int) -> Path:
+def _write_manifest(
+    folder: Path, table: Path, partitioning: str, jobs: int, inference_size: str
+) -> Path:
     options = {
         "partitioning": partitioning,
         "clips_per_run": 0,
@@ -154,6 +164,7 @@ def _write_manifest(folder: Path, table: Path, partitioning: str, clips: int, jo
         "output": str(folder / "out.jsonl"),
         "root": str(table.parent / "clips"),
         "jobs": jobs,
+        "inference_size": "native" if inference_size == "native" else int(inference_size),
         "dagster": options,
     }
     manifest = folder / "manifest.json"
@@ -177,13 +188,16 @@ def _report(figures: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dagster_overhead.json").write_text(json.dumps(figures, indent=2) + "\n")
     registration = figures["registration"]
-    print(f"register {registration['keys']} partition keys: {registration['seconds']} s")
+    if registration is not None:
+        print(f"register {registration['keys']} partition keys: {registration['seconds']} s")
     cli = figures["cli"]
     print(f"CLI: {cli['clips']} clips in {cli['seconds']} s = {cli['clips_per_s']} clips/s")
-    print("| partitioning | partitions | run wall s | engine s | bookkeeping | clips/s "
-          "| CLI time / run time |")
+    print(
+        "| partitioning | partitions | run wall s | engine s | bookkeeping | clips/s "
+        "| CLI time / run time |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for partitioning in ("clips", "shards"):
+    for partitioning in figures["settings"]["partitionings"].split(","):
         run = figures[f"dagster_{partitioning}"]
         print(
             f"| {partitioning} | {run['partitions']} | {run['run_wall_s']} | {run['engine_s']} "
@@ -200,6 +214,10 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--height", type=int, default=180)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--inference-size", default="native", help="native, or the short side N (e.g. 288)"
+    )
+    parser.add_argument("--partitionings", default="clips,shards", help="clips, shards or both")
     return parser.parse_args()
 
 
