@@ -6,16 +6,23 @@ to put a 4K worker over its memory budget; these tests pin that no backend keeps
 
 from __future__ import annotations
 
+import gc
+import math
+import struct
 import time
 import weakref
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 from support.clips import ffmpeg_exe, make_clip, make_raw_yuv
 
 from saliency_assets.core.clip_saliency import DECODING, INFERRING, ClipJob, compute_clip
 from saliency_assets.core.clips import ClipSource, SamplingPlan
+from saliency_assets.core.conversion import display_rotation
 from saliency_assets.core.decoding import DecodedFrame, decode_clip
 from saliency_assets.core.errors import DecodeError
 from saliency_assets.core.statuses import MODEL_FAILED, OK
@@ -146,3 +153,43 @@ def test_the_pools_decode_clock_leaves_inference_out():
     worker.switch(DECODING, began + 31.0)
     assert worker.decoding_for(began + 33.5) == pytest.approx(3.5)
     assert not worker.inferring
+
+
+@pytest.mark.parametrize("rotation", [None, 90])
+def test_a_decode_leaves_no_frame_for_the_garbage_collector(clip_dir, rotation):
+    """A reference cycle around a decoded frame keeps the decoder buffers it pins (~24 MB at
+    4K) alive until a collection happens to run: a worker's memory grew with every clip."""
+    source = ClipSource(make_clip(clip_dir / f"cycle_{rotation}.mp4", 64, 48, 6, rotation=rotation))
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        decoded = decode_clip(source, SamplingPlan(max_frames=4, frame_samples=2))
+        del decoded
+        gc.collect()
+        stranded = [
+            type(item).__name__ for item in gc.garbage if type(item).__module__[:3] == "av."
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert stranded == []
+
+
+@pytest.mark.parametrize("degrees", [1, 30, 90, 135, 180, -45, 270])
+def test_display_rotation_reads_back_the_angle_ffmpeg_wrote(clip_dir, degrees):
+    """The matrix libavutil writes for ``degrees`` reads back as that angle, unrounded: PyAV's
+    ``frame.rotation`` truncates (29 for a 30-degree tag), the ffmpeg CLI rounds."""
+    path = make_clip(clip_dir / f"tagged_{degrees}.mp4", 64, 48, 1, rotation=degrees)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        matrices = [
+            struct.unpack("<9i", bytes(item)[:36])
+            for item in SideDataContainer(frame)
+            if item.type == SideDataType.DISPLAYMATRIX
+        ]
+    expected = (degrees + 180) % 360 - 180
+    assert display_rotation(matrices[0]) == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_degenerate_display_matrix_has_no_angle():
+    assert math.isnan(display_rotation((0, 0, 0, 0, 0, 0, 0, 0, 1 << 30)))

@@ -9,11 +9,14 @@ and keeps the in-process and binary backends in step.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import Interpolation
 
 from .decoded import DecodedFrame, SourceFacts
@@ -117,12 +120,31 @@ def orientation_from_matrix(
 
 
 def orientation_of_frame(frame: av.VideoFrame) -> Orientation:
-    """The autorotate transform of a decoded frame's display matrix (none when untagged)."""
-    for side_data in frame.side_data:
-        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+    """The autorotate transform of a decoded frame's display matrix (none when untagged).
+
+    The side data is read through a container of our own: ``frame.side_data`` and
+    ``frame.rotation`` cache one on the frame, a reference cycle that kept each clip's first
+    decoded frame (and the decoder buffers it pins, ~24 MB at 4K) alive until the next
+    garbage collection.
+    """
+    for side_data in SideDataContainer(frame):
+        if side_data.type == SideDataType.DISPLAYMATRIX:
             matrix = struct.unpack("<9i", bytes(side_data)[:36])
-            return orientation_from_matrix(frame.rotation, matrix)
+            counter_clockwise = display_rotation(matrix)
+            if math.isnan(counter_clockwise):
+                return Orientation()  # a degenerate matrix: ffmpeg inserts no filter either
+            return orientation_from_matrix(counter_clockwise, matrix)
     return Orientation()
+
+
+def display_rotation(matrix: tuple[int, ...]) -> float:
+    """``av_display_rotation_get``: the matrix's counter-clockwise angle in degrees (NaN when
+    a column is zero)."""
+    m = [value / 65536.0 for value in matrix[:5]]
+    scale_x, scale_y = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale_x == 0.0 or scale_y == 0.0:
+        return math.nan
+    return -math.degrees(math.atan2(m[1] / scale_y, m[0] / scale_x))
 
 
 def orientation_from_rotation(counter_clockwise: float) -> Orientation:
