@@ -196,46 +196,35 @@ def _union(spans: list[_Spatial]) -> _Spatial | None:
 
 def _window_op(data: _Spatial, attrs: dict) -> _Spatial | None:
     """Conv / MaxPool / AveragePool: out y reads in ``s*y - pad + t*d`` for t < k."""
-    window = _kernel_window(attrs, ("NOTSET", "VALID"))
-    if window is None:
-        return None
-    kernel, strides, dilations, pads = window
-    axes = []
-    for axis in range(2):
-        span, reach = data[axis], (kernel[axis] - 1) * dilations[axis]
-        axes.append(
-            _Span(
-                span.jump * strides[axis],
-                span.before + pads[axis] * span.jump,
-                span.after + (reach - pads[axis]) * span.jump,
-            )
+
+    def axis_span(span: _Span, reach: int, stride: int, pad: int) -> _Span:
+        return _Span(
+            span.jump * stride,
+            span.before + pad * span.jump,
+            span.after + (reach - pad) * span.jump,
         )
-    return axes[0], axes[1]
+
+    return _kernel_op(data, attrs, ("NOTSET", "VALID"), axis_span)
 
 
 def _transposed_conv(data: _Spatial, attrs: dict) -> _Spatial | None:
     """ConvTranspose: out y reads in x with ``s*x - pad + t*d == y`` for some t < k."""
-    window = _kernel_window(attrs, ("NOTSET",))
-    if window is None:
-        return None
-    kernel, strides, dilations, pads = window
-    axes = []
-    for axis in range(2):
-        span, reach = data[axis], (kernel[axis] - 1) * dilations[axis]
-        jump = span.jump / strides[axis]
-        axes.append(
-            _Span(
-                jump,
-                span.before + max(0, reach - pads[axis]) * jump,
-                span.after + max(0, pads[axis]) * jump,
-            )
+
+    def axis_span(span: _Span, reach: int, stride: int, pad: int) -> _Span:
+        jump = span.jump / stride
+        return _Span(
+            jump, span.before + max(0, reach - pad) * jump, span.after + max(0, pad) * jump
         )
-    return axes[0], axes[1]
+
+    return _kernel_op(data, attrs, ("NOTSET",), axis_span)
 
 
-def _kernel_window(attrs: dict, auto_pads: tuple[str, ...]):
-    """``(kernel, strides, dilations, pads)`` of a 2-D kernel op, or ``None`` for a padding mode
-    not in ``auto_pads`` or a kernel that is not 2-D."""
+def _kernel_op(
+    data: _Spatial, attrs: dict, auto_pads: tuple[str, ...], axis_span
+) -> _Spatial | None:
+    """A 2-D kernel op's span, axis by axis: ``axis_span(span, reach, stride, pad)`` with
+    ``reach = (k - 1) * d``; ``None`` for a padding mode not in ``auto_pads`` or a kernel that
+    is not 2-D."""
     if _text(attrs.get("auto_pad", "NOTSET")) not in auto_pads:
         return None
     kernel = attrs.get("kernel_shape")
@@ -243,7 +232,12 @@ def _kernel_window(attrs: dict, auto_pads: tuple[str, ...]):
         return None
     strides = attrs.get("strides", [1, 1])
     dilations = attrs.get("dilations", [1, 1])
-    return kernel, strides, dilations, attrs.get("pads", [0, 0, 0, 0])
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    rows, columns = (
+        axis_span(data[axis], (kernel[axis] - 1) * dilations[axis], strides[axis], pads[axis])
+        for axis in range(2)
+    )
+    return rows, columns
 
 
 def _resize(data: _Spatial, attrs: dict, scales: np.ndarray | None) -> _Spatial | None:
