@@ -2,7 +2,8 @@
 
 ``materialize`` and ``batch`` take every flag of the reference tools (same names, defaults and
 meaning) plus the new settings. Exit codes: 0 all rows ok or skipped; 1 row failures or a
-table that could not be read or written; 2 usage or configuration errors, before any work.
+table that could not be read or written; 2 usage or configuration errors, before any work;
+128 + N when stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,14 +20,23 @@ from saliency_assets.core.config import (
     parse_inference_size,
 )
 from saliency_assets.core.forkserver import start_forkserver
+from saliency_assets.interrupts import Interrupted, raise_on_stop_signals
 
+PROG = "saliency-assets"
 DEFAULTS = MaterializeConfig()
 # Commands whose clips are computed in worker processes.
 WORKER_COMMANDS = {"materialize", "batch"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    raise_on_stop_signals()
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except Interrupted as interrupted:
+        return interrupted.report(PROG)
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command in WORKER_COMMANDS:
         # The workers' forkserver imports the clip code (about 0.5 s) on another core while
@@ -43,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saliency-assets", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_materialize(subparsers)
     _add_batch(subparsers)

@@ -23,7 +23,10 @@ from saliency_assets.core.preprocessing import (
 from saliency_assets.core.reducers import TemporalReducer, map_statistics
 from saliency_assets.core.statuses import DECODE_FAILED, MISSING_GEOMETRY, MODEL_FAILED, OK
 
-DECODING, INFERRING = "decoding", "inferring"
+STARTED, DECODING, INFERRING = "started", "decoding", "inferring"
+# The whole clip, decoding and inference together, may take this many decode timeouts: a hung
+# model call is cut off too, while a slow but working model on a big clip keeps its room.
+CLIP_TIMEOUT_PER_DECODE_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ClipJob:
     ffmpeg_bin: str | None = None
     ffprobe_bin: str | None = None
     decode_timeout: float | None = None
+    clip_timeout: float | None = None  # the whole clip, decoding and inference; None: no limit
 
     @classmethod
     def from_config(cls, config: MaterializeConfig, model_path: Path) -> ClipJob:
@@ -67,7 +71,15 @@ class ClipJob:
             ffmpeg_bin=config.ffmpeg_bin,
             ffprobe_bin=config.ffprobe_bin,
             decode_timeout=config.decode_timeout,
+            clip_timeout=clip_timeout_for(config.decode_timeout),
         )
+
+
+def clip_timeout_for(decode_timeout: float | None) -> float | None:
+    """The whole-clip limit that goes with a decode limit (none without one)."""
+    if decode_timeout is None:
+        return None
+    return decode_timeout * CLIP_TIMEOUT_PER_DECODE_TIMEOUT
 
 
 def compute_clip(

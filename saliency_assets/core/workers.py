@@ -1,23 +1,33 @@
 """Long-lived worker processes that compute clips, each holding one model session.
 
 The parent hands out one clip at a time per worker and watches the clock: a worker whose
-decode overruns the time limit (a decoder stuck inside FFmpeg cannot be interrupted from
-Python) is killed and replaced, and its clip gets ``decode-failed``. A worker that dies is
-replaced too, so one bad file never stops a run.
+decode overruns the decode limit (a decoder stuck inside FFmpeg cannot be interrupted from
+Python), or whose clip overruns the whole-clip limit (a hung model call cannot be either), is
+killed and replaced, and its clip gets ``decode-failed`` or ``model-failed`` by the phase it
+was in. A worker that dies is replaced too, so one bad file never stops a run.
+
+Killing a worker kills the ffmpeg processes it started too. Workers ignore Ctrl-C (the parent
+hears it and stops them) and die with the forkserver they were forked from, which exits with
+the parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 from saliency_assets.core.clip_saliency import (
     DECODING,
     INFERRING,
+    STARTED,
     ClipJob,
     ClipResult,
     compute_clip,
@@ -30,17 +40,20 @@ from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
 # Grace beyond the decoder's own time limit before the parent kills a silent worker.
 HARD_LIMIT_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.5
+STOP_WAIT_S = 5.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 ClipTask = tuple[str, ClipSource]
 
 
 @dataclass
 class _Worker:
-    """A worker process and the clock on its current clip's decoding.
+    """A worker process and the clocks on its current clip.
 
-    Decoding and inference alternate frame by frame; only decoding counts towards the hard
-    limit, so the worker reports each switch with its own monotonic time (one clock for all
-    processes on Linux).
+    Decoding and inference alternate frame by frame; the decode limit counts decoding only, the
+    clip limit both, so the worker reports when it starts the clip and each switch with its own
+    monotonic time (one clock for all processes on Linux). A clip's clock starts when the
+    worker takes it up, not when it was sent: a new worker loads its model first.
     """
 
     process: multiprocessing.process.BaseProcess
@@ -49,13 +62,16 @@ class _Worker:
     inferring: bool = False
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
     decoding_since: float = 0.0
+    started_at: float | None = None  # when the worker took up the current clip
 
     def start(self, task: ClipTask) -> None:
-        self.task, self.inferring = task, False
+        self.task, self.inferring, self.started_at = task, False, None
         self.decode_spent, self.decoding_since = 0.0, time.monotonic()
 
     def switch(self, phase: str, at: float) -> None:
-        if phase == INFERRING and not self.inferring:
+        if phase == STARTED:
+            self.started_at = self.decoding_since = at
+        elif phase == INFERRING and not self.inferring:
             self.decode_spent += at - self.decoding_since
         elif phase == DECODING:
             self.decoding_since = at
@@ -64,6 +80,14 @@ class _Worker:
     def decoding_for(self, now: float) -> float:
         """Seconds the current clip has spent decoding; inference time left out."""
         return self.decode_spent + (0.0 if self.inferring else now - self.decoding_since)
+
+    def clip_for(self, now: float) -> float:
+        """Seconds since the worker took up the current clip (0 until it has)."""
+        return 0.0 if self.started_at is None else now - self.started_at
+
+    @property
+    def phase(self) -> str:
+        return INFERRING if self.inferring else DECODING
 
 
 class ClipWorkerPool:
@@ -78,8 +102,10 @@ class ClipWorkerPool:
     def __enter__(self) -> ClipWorkerPool:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # Unwinding (an interrupt, an error): a busy worker would not read a stop request
+        # until its clip is done, so every worker is killed at once.
+        self.close(kill=exc_type is not None)
 
     def run(self, tasks: Iterable[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
         """Yield ``(clip_key, result)`` as clips finish, in completion order."""
@@ -91,9 +117,10 @@ class ClipWorkerPool:
                     self._assign(worker, pending.popleft())
             yield from self._collect()
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop every worker: asked to exit when idle, killed (with its ffmpeg) otherwise."""
         for worker in self._workers:
-            _stop(worker)
+            _stop(worker, kill=kill or worker.task is not None)
         self._workers = []
 
     def _start_workers(self, count: int) -> None:
@@ -136,18 +163,35 @@ class ClipWorkerPool:
         return key, payload
 
     def _reap_overdue(self) -> Iterator[tuple[str, ClipResult]]:
-        limit = self.job.decode_timeout
-        if limit is None:
-            return
         now = time.monotonic()
         for worker in list(self._workers):
-            overdue = worker.decoding_for(now) > limit + HARD_LIMIT_GRACE_S
-            if worker.task and overdue:
-                detail = (
-                    f"decode did not finish within {limit:g} s "
-                    f"(decode_timeout); the worker was stopped"
-                )
-                yield self._replace(worker, ClipResult(DECODE_FAILED, detail=detail))
+            if worker.task:
+                overrun = self._overrun(worker, now)
+                if overrun is not None:
+                    yield self._replace(worker, overrun)
+
+    def _overrun(self, worker: _Worker, now: float) -> ClipResult | None:
+        """The failure of a clip past one of its limits, named by phase and limit; else None."""
+        decode_limit, clip_limit = self.job.decode_timeout, self.job.clip_timeout
+        decode_overrun = decode_limit is not None and worker.decoding_for(now) > (
+            decode_limit + HARD_LIMIT_GRACE_S
+        )
+        if decode_overrun:
+            return ClipResult(
+                DECODE_FAILED,
+                detail=f"decode did not finish within {decode_limit:g} s (decode_timeout); "
+                "the worker was stopped",
+            )
+        if clip_limit is not None and worker.clip_for(now) > clip_limit:
+            status, what = (
+                (MODEL_FAILED, "inference") if worker.inferring else (DECODE_FAILED, "decode")
+            )
+            return ClipResult(
+                status,
+                detail=f"{what} still running when the clip reached its {clip_limit:g} s limit "
+                "(decoding and inference together); the worker was stopped",
+            )
+        return None
 
     def _replace(self, worker: _Worker, result: ClipResult) -> tuple[str, ClipResult]:
         key, _source = worker.task
@@ -167,25 +211,89 @@ def _stop(worker: _Worker, kill: bool = False) -> None:
     if worker.process.is_alive() and not kill:
         try:
             worker.connection.send(None)
-            worker.process.join(timeout=5)
-        except (OSError, BrokenPipeError):
+            worker.process.join(timeout=STOP_WAIT_S)
+        except OSError:
             pass
     if worker.process.is_alive():
-        worker.process.kill()
-        worker.process.join(timeout=5)
+        _kill_with_children(worker.process.pid)
+        worker.process.join(timeout=STOP_WAIT_S)
     worker.connection.close()
 
 
+def _kill_with_children(pid: int) -> None:
+    """SIGKILL a worker and the ffmpeg processes it started. The worker is stopped first, so it
+    cannot start another between the listing of its children and the kill."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    for child in _children(pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parent = stat[stat.rindex(")") + 2 :].split()[1]  # after "pid (comm) state"
+        if int(parent) == pid:
+            children.append(int(entry))
+    return children
+
+
 def _worker_main(connection: Connection, job: ClipJob) -> None:
+    _tie_to_parent()
     model = SaliencyModel(job.model_path, job.providers)
+    try:
+        _serve(connection, job, model)
+    except _ParentGone:
+        return
+
+
+class _ParentGone(Exception):
+    """The pipe to the parent is closed: nobody is waiting for results any more."""
+
+
+def _serve(connection: Connection, job: ClipJob, model: SaliencyModel) -> None:
+    def send(message: object) -> None:
+        try:
+            connection.send(message)
+        except OSError as error:
+            raise _ParentGone from error
+
+    def report(phase: str) -> None:
+        send((phase, time.monotonic()))
+
     while True:
-        task = connection.recv()
+        try:
+            task = connection.recv()
+        except (EOFError, OSError) as error:
+            raise _ParentGone from error
         if task is None:
             return
         _key, source = task
+        report(STARTED)
+        send(("done", compute_clip(source, job, model, on_phase=report)))
 
-        def report(phase: str) -> None:
-            connection.send((phase, time.monotonic()))
 
-        result = compute_clip(source, job, model, on_phase=report)
-        connection.send(("done", result))
+def _tie_to_parent() -> None:
+    """Ctrl-C ignored (the parent hears it too and stops the workers, with no traceback from
+    here), and death with the forkserver, hence with the parent however it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    forkserver = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's own stop still applies
+        pass
+    if os.getppid() != forkserver:  # it died before the request took effect
+        os._exit(0)
