@@ -26,7 +26,7 @@ from support.slow_models import write_hanging_model
 REAPER = Path(__file__).parent / "support" / "reaper.py"
 OUTLIVE_WAIT_S = 30.0  # how long the reaper waits for leftovers before it names them
 BUSY_WITHIN_S = 120.0
-LONG_CLIP_FRAMES = 750  # 30 s at 25 fps: read in real time, a decode that outlasts the test
+LONG_CLIP_FRAMES = 1500  # 60 s at 25 fps, read in real time: outlasts OUTLIVE_WAIT_S
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
