@@ -6,10 +6,12 @@ The oracle is the real ffmpeg binary running the reference decode command
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from support.clips import (
     binary_yuv420p_frames,
     ffmpeg_exe,
@@ -17,6 +19,7 @@ from support.clips import (
     make_clip,
     make_multi_video_clip,
     make_raw_yuv,
+    run_ffmpeg,
     tag_rotation_with_binary,
 )
 
@@ -216,3 +219,53 @@ def assert_same_clip(piped: DecodedClip, in_process: DecodedClip) -> None:
             np.testing.assert_array_equal(ours.chroma[1], theirs.chroma[1])
         else:
             np.testing.assert_array_equal(ours.rgb, theirs.rgb)
+
+
+@pytest.fixture(scope="module")
+def resolution_switch_clip(clip_dir) -> Path:
+    """An H.264 transport stream of 5 frames at 64x48 then 8 at 96x64, joined by ffmpeg's
+    concat demuxer: the resolution changes mid-stream, off the sampling steps."""
+    first = make_clip(clip_dir / "switch_a.ts", 64, 48, 5)
+    second = make_clip(clip_dir / "switch_b.ts", 96, 64, 8)
+    listing = clip_dir / "switch.txt"
+    listing.write_text(f"file '{first}'\nfile '{second}'\n")
+    joined = clip_dir / "switch.ts"
+    run_ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(joined))
+    return joined
+
+
+SWITCH_PLANS = {
+    "head": SamplingPlan(max_frames=10, frame_samples=3),
+    "spread": SamplingPlan(max_frames=10, frame_samples=4, sampling="spread"),
+    "spread_inference": SamplingPlan(frame_samples=4, sampling="spread", inference_size=32),
+}
+
+
+@pytest.mark.parametrize("plan", SWITCH_PLANS.values(), ids=SWITCH_PLANS)
+def test_both_backends_take_the_same_frames_when_the_resolution_changes(
+    resolution_switch_clip, plan
+):
+    """ffmpeg restarts its ``select`` frame count when it rebuilds its filters for the new
+    size; the pipe must still deliver the clip's frames at the sampled indices."""
+    source = ClipSource(resolution_switch_clip)
+    in_process = decode_clip(source, plan)
+    assert max(frame.index for frame in in_process.frames) >= 5  # past the switch
+    assert_same_clip(decode_clip(source, plan, ffmpeg_bin=ffmpeg_exe()), in_process)
+
+
+def test_both_backends_give_the_same_saliency_when_the_resolution_changes(
+    resolution_switch_clip, tmp_path
+):
+    table = tmp_path / "switch.jsonl"
+    table.write_text(json.dumps({"src": str(resolution_switch_clip)}) + "\n")
+    values = []
+    for decoder in ([], ["--ffmpeg-bin", ffmpeg_exe()]):
+        for sampling in ("head", "spread"):
+            output = tmp_path / f"out-{len(values)}.jsonl"
+            args = ["materialize", "--input", str(table), "--output", str(output)]
+            args += ["--path-column", "src", "--sampling", sampling, "--max-frames", "10"]
+            done = run_cli(*args, "--results-store", "none", "--jobs", "1", *decoder)
+            assert done.returncode == 0, done.stderr
+            values.append(json.loads(output.read_text())["saliency_mean"])
+    in_process, piped = values[:2], values[2:]
+    assert piped == pytest.approx(in_process, rel=1e-6, abs=1e-9)

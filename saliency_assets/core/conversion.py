@@ -184,7 +184,9 @@ class FrameConverter:
 
     Set up by the first frame it converts, which fixes the orientation (a stream property), the
     output geometry and the colour tags. A later frame with another size or format gets a new
-    graph that scales it to the established geometry, as the CLI's autoscale does.
+    graph that scales it to the established geometry, as the CLI's autoscale does. Once the
+    stream has changed (``observe`` sees every decoded frame, sampled or not), the CLI's rebuilt
+    graphs end in its own output scaler, and inference-size frames go through it too.
     """
 
     def __init__(self, inference_size: int | None, threads: int = 1):
@@ -195,6 +197,15 @@ class FrameConverter:
         self._orientation = Orientation()
         self._graph: av.filter.Graph | None = None
         self._graph_key: tuple | None = None
+        self._first_key: tuple | None = None
+        self._rebuilt = False  # whether the CLI would have rebuilt its filter graph by now
+
+    def observe(self, frame: av.VideoFrame) -> None:
+        """Note a decoded frame, converted or not: the CLI rebuilds its graph on any change."""
+        key = _frame_key(frame)
+        if self._first_key is None:
+            self._first_key = key
+        self._rebuilt = self._rebuilt or key != self._first_key
 
     def convert(self, frame: av.VideoFrame, index: int) -> DecodedFrame:
         """The sampled planes of ``frame``, which is frame ``index`` of the clip."""
@@ -220,7 +231,7 @@ class FrameConverter:
         self.colour = resolve_colour(frame.colorspace, frame.color_range, pix_fmt, frame.height)
 
     def _graph_for(self, frame: av.VideoFrame) -> av.filter.Graph:
-        key = (frame.width, frame.height, frame.format.name)
+        key = (*_frame_key(frame), self._rebuilt)
         if key != self._graph_key:
             self._graph = self._build_graph(frame)
             self._graph_key = key
@@ -244,12 +255,21 @@ class FrameConverter:
         oriented = self._orientation.display_size(frame.width, frame.height)
         if self.inference_size is not None:
             filters.append(("scale", inference_scale_args(facts.width, facts.height, self.colour)))
+            if self._rebuilt:
+                # The CLI's rebuilt graph: the area scaler keeps the source's pixel format and
+                # its output scaler (default flags) converts to the encoder's.
+                filters.append(("format", f"pix_fmts={frame.format.name}"))
+                filters.append(("scale", f"w={facts.width}:h={facts.height}"))
             filters.append(("format", f"pix_fmts={INFERENCE_PIX_FMT}"))
             return filters
         if oriented != (facts.width, facts.height):
             filters.append(("scale", f"w={facts.width}:h={facts.height}"))
         filters.append(("format", f"pix_fmts={NATIVE_PIX_FMT}"))
         return filters
+
+
+def _frame_key(frame: av.VideoFrame) -> tuple[int, int, str]:
+    return frame.width, frame.height, frame.format.name
 
 
 def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:

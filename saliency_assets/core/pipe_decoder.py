@@ -1,11 +1,12 @@
 """The named-binary backend: a user-chosen ffmpeg decodes into a pipe, with no temp files.
 
-The command mirrors the in-process filter graph (autorotate, ``select`` for the sampled
-indices, ``scale=W:H:flags=area...`` in inference-size mode, then the output pixel format), so
-both backends return the same planes. Geometry for cutting the pipe into frames comes from the
-named ffprobe, or else from PyAV. Either way PyAV vets a container first, refusing playlists as
-the in-process backend does, and the binary is told to use the demuxer PyAV chose (``-f``), so
-it cannot follow a playlist or list to files elsewhere.
+The command mirrors the in-process filter graph (autorotate, ``scale=W:H:flags=area...`` in
+inference-size mode, then the output pixel format), so both backends return the same planes; the
+sampled frames are picked from the pipe by their position, as the in-process decoder counts.
+Geometry for cutting the pipe into frames comes from the named ffprobe, or else from PyAV.
+Either way PyAV vets a container first, refusing playlists as the in-process backend does, and
+the binary is told to use the demuxer PyAV chose (``-f``), so it cannot follow a playlist or
+list to files elsewhere.
 """
 
 from __future__ import annotations
@@ -302,24 +303,25 @@ class PipeReader:
         """Nothing stays open between passes."""
 
     def read(self, indices: list[int], stop_after: int, sink: FrameSink) -> ReadResult:
-        """Run ffmpeg once, selecting ``indices`` and frame ``stop_after - 1`` (which shows
-        whether the clip is at least that long).
+        """Run ffmpeg once over frames ``0 .. stop_after-1``; keep those in ``indices``.
 
-        The frames reach ``sink`` after ffmpeg has exited: the process runs against the decode
-        deadline, which the sink's time must not use up.
+        Every frame up to ``stop_after`` comes through the pipe and the unsampled ones are
+        dropped here, not by a ``select`` filter: ffmpeg counts ``n`` from 0 again whenever it
+        rebuilds its filter graph (a stream whose resolution changes), so selecting by index
+        inside ffmpeg would take other frames than the in-process decoder does. The frames
+        reach ``sink`` after ffmpeg has exited: the process runs against the decode deadline,
+        which the sink's time must not use up.
         """
-        selected = sorted(set(indices) | {stop_after - 1})
         wanted = set(indices)
         frames: list[DecodedFrame] = []
 
-        def keep(position: int, chunk: bytes) -> None:
-            index = selected[position]
+        def keep(index: int, chunk: bytes) -> None:
             if index in wanted:
                 frames.append(self._decoded(index, chunk))
 
-        received = self._stream_frames(self._decode_command(selected), len(selected), keep)
+        received = self._stream_frames(self._decode_command(stop_after), stop_after, keep)
         result = ReadResult(sink, self.deadline, facts=self.facts)
-        result.reached_end = received < len(selected)
+        result.reached_end = received < stop_after
         result.frames_seen = self._count_decoded() if result.reached_end else stop_after
         while frames:  # each frame is let go once the sink has it
             result.deliver(frames.pop(0))
@@ -331,24 +333,20 @@ class PipeReader:
         source = ["-i", f"file:{self.path.absolute()}"]
         return [*threads, *self._raw_input, *demuxer, *LOCAL_INPUT, *source]
 
-    def _decode_command(self, selected: list[int]) -> list[str]:
-        terms = "+".join(f"eq(n,{index})" for index in selected)
-        filters = [f"select='{terms}'"]
-        pix_fmt = NATIVE_PIX_FMT
+    def _decode_command(self, frame_count: int) -> list[str]:
+        filters, pix_fmt = [], NATIVE_PIX_FMT
         if self.inference_size is not None:
             scale = inference_scale_args(self.facts.width, self.facts.height, self.probe.colour)
-            filters.append(f"scale={scale}")
-            pix_fmt = INFERENCE_PIX_FMT
+            filters, pix_fmt = ["-vf", f"scale={scale}"], INFERENCE_PIX_FMT
         return [
             self.ffmpeg,
             *QUIET,
             *self._input(),
             "-map",
             self.probe.stream_map,
-            "-vf",
-            ",".join(filters),
+            *filters,
             "-frames:v",
-            str(len(selected)),
+            str(frame_count),
             "-fps_mode",
             "passthrough",
             "-f",

@@ -151,6 +151,7 @@ class PyAVReader:
             for frame in self._frames(container, stream, result.errors):
                 index = result.frames_seen
                 result.frames_seen += 1
+                converter.observe(frame)
                 if index in wanted:
                     result.deliver(self._convert(converter, frame, index))
                 if result.frames_seen >= stop_after:
