@@ -61,10 +61,9 @@ def locate_source(row: dict[str, Any], config: MaterializeConfig) -> Path | Unre
     unusable = _unusable_path(value)
     if unusable:
         return Unresolved(MISSING_SOURCE, f"path {_short(value)} {unusable}")
-    path = _joined(Path(value), config.root)
-    escape = _escapes_root(path, config)
-    if escape:
-        return Unresolved(MISSING_SOURCE, escape)
+    path = _confined(_joined(Path(value), config.root), config)
+    if isinstance(path, Unresolved):
+        return path
     return _checked_file(path)
 
 
@@ -120,14 +119,19 @@ def _unusable_path(value: str) -> str | None:
     return None
 
 
-def _escapes_root(path: Path, config: MaterializeConfig) -> str | None:
+def _confined(path: Path, config: MaterializeConfig) -> Path | Unresolved:
+    """Under ``confine_to_root``, the path with every symlink resolved, if that lies inside the
+    root: the file checked is the file later opened, so a link swapped meanwhile cannot lead
+    out of the root."""
     if not config.confine_to_root or config.root is None:
-        return None
+        return path
     root = Path(os.path.realpath(config.root))
     real = Path(os.path.realpath(path))
     if real == root or root in real.parents:
-        return None
-    return f"{path} is outside root {config.root} (confine_to_root is set)"
+        return real
+    return Unresolved(
+        MISSING_SOURCE, f"{path} is outside root {config.root} (confine_to_root is set)"
+    )
 
 
 def _checked_file(path: Path) -> Path | Unresolved:
