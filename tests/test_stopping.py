@@ -23,6 +23,11 @@ from support.bounded import TRACEBACK, run_command
 from support.clips import ffmpeg_exe, make_clip
 from support.slow_models import write_hanging_model
 
+from saliency_assets.core.clip_saliency import ClipJob
+from saliency_assets.core.clips import ClipSource, SamplingPlan
+from saliency_assets.core.workers import ClipWorkerPool
+from saliency_assets.models import DEFAULT_MODEL_PATH
+
 REAPER = Path(__file__).parent / "support" / "reaper.py"
 OUTLIVE_WAIT_S = 30.0  # how long the reaper waits for leftovers before it names them
 BUSY_WITHIN_S = 120.0
@@ -35,6 +40,7 @@ class Corpus:
     folder: Path
     hanging_model: Path
     slow_ffmpeg: Path  # the real ffmpeg, reading its input at the clip's frame rate
+    hung_ffprobe: Path  # a wrapper script whose child never answers (a stalled mount, say)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,11 @@ def corpus(tmp_path_factory) -> Corpus:
     slow_ffmpeg = folder / "slow-ffmpeg"
     slow_ffmpeg.write_text(f'#!/bin/sh\nexec "{ffmpeg_exe()}" -re "$@"\n')
     slow_ffmpeg.chmod(0o755)
-    return Corpus(folder, write_hanging_model(folder / "hanging.onnx"), slow_ffmpeg)
+    hung_ffprobe = folder / "hung-ffprobe"
+    hung_ffprobe.write_text("#!/bin/sh\nsleep 600\n")
+    hung_ffprobe.chmod(0o755)
+    hanging_model = write_hanging_model(folder / "hanging.onnx")
+    return Corpus(folder, hanging_model, slow_ffmpeg, hung_ffprobe)
 
 
 def table(folder: Path, *clips: str) -> Path:
@@ -92,6 +102,64 @@ def test_a_hung_model_call_fails_its_clip_and_the_run_goes_on(corpus, tmp_path):
     assert answered["saliency_status"] == "ok"
 
 
+def test_a_clip_past_its_limit_while_decoding_is_decode_failed_and_its_ffmpeg_killed(corpus):
+    """The whole-clip limit names the phase it caught: here ffmpeg is still decoding (no
+    decode limit is set), so the clip is decode-failed, and the killed worker's ffmpeg dies
+    with it; the next clip gets a new worker."""
+    job = ClipJob(
+        plan=SamplingPlan(sampling="spread"),
+        temporal_aggregator="mean",
+        ema_alpha=0.6,
+        model_path=DEFAULT_MODEL_PATH,
+        providers=("CPUExecutionProvider",),
+        ffmpeg_bin=str(corpus.slow_ffmpeg),
+        clip_timeout=2.0,
+    )
+    long_clip = corpus.folder / "long.mp4"
+    tasks = [("long", ClipSource(long_clip)), ("small", ClipSource(corpus.folder / "small.mp4"))]
+    with ClipWorkerPool(job, 1) as pool:
+        results = dict(pool.run(tasks))
+    assert results["long"].status == "decode-failed"
+    assert results["long"].detail == (
+        "decode still running when the clip reached its 2 s limit "
+        "(decoding and inference together); the worker was stopped"
+    )
+    assert results["small"].ok
+    assert ffmpeg_processes_reading(long_clip) == []
+
+
+def ffmpeg_processes_reading(clip: Path) -> list[psutil.Process]:
+    """Live ffmpeg processes with ``clip`` on their command line (zombies left to be reaped
+    do not count), after up to OUTLIVE_WAIT_S for them to go."""
+    deadline = time.monotonic() + OUTLIVE_WAIT_S
+    while True:
+        alive = []
+        for process in psutil.process_iter(["name", "cmdline", "status"]):
+            info = process.info
+            reading = any(str(clip) in arg for arg in info["cmdline"] or [])
+            if reading and info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_a_hung_probe_is_cut_off_with_everything_it_started(corpus, tmp_path):
+    """A probing binary that never answers is killed at the decode limit together with its
+    own children; the clip is decode-failed and nothing outlives the command."""
+    output = tmp_path / "out.jsonl"
+    flags = ["--ffmpeg-bin", ffmpeg_exe(), "--ffprobe-bin", str(corpus.hung_ffprobe)]
+    flags += ["--decode-timeout", "1", "--results-store", "none"]
+    args = materialize_args(corpus, table(corpus.folder, "small.mp4"), output, *flags)
+    done = run_under_reaper(args, tmp_path / "stderr.txt")
+    assert done.outlived == []
+    assert done.exit_code == 1, done.stderr
+    assert TRACEBACK not in done.stderr
+    [row] = read_rows(output)
+    assert row["saliency_status"] == "decode-failed"
+    assert "decode timed out after 1 s" in row["saliency_error"]
+
+
 @dataclass
 class Stopped:
     exit_code: int
@@ -100,8 +168,22 @@ class Stopped:
 
 
 def run_and_stop(args: list[str], busy, how: str, stderr_path: Path) -> Stopped:
-    """Run the command under the reaper; once ``busy(descendants)`` holds, send ``how`` (a
-    signal name, or ``ctrl-c``: SIGINT to the whole process group, as a terminal does)."""
+    """Run the command under the reaper; once ``busy(command, descendants)`` holds, send
+    ``how`` (a signal name, or ``ctrl-c``: SIGINT to the whole process group, as a terminal
+    does)."""
+
+    def stop(pid: int) -> None:
+        _wait_until_busy(psutil.Process(pid), busy)
+        if how == "ctrl-c":
+            os.killpg(pid, signal.SIGINT)
+        else:
+            os.kill(pid, getattr(signal, how))
+
+    return run_under_reaper(args, stderr_path, stop)
+
+
+def run_under_reaper(args: list[str], stderr_path: Path, act=None) -> Stopped:
+    """Run the command under the reaper, calling ``act(pid)`` once it has started."""
     command = [sys.executable, "-m", "saliency_assets.cli", *args]
     reaper = subprocess.Popen(
         [sys.executable, str(REAPER), str(stderr_path), str(OUTLIVE_WAIT_S), "--", *command],
@@ -110,12 +192,9 @@ def run_and_stop(args: list[str], busy, how: str, stderr_path: Path) -> Stopped:
     )
     try:
         pid = int(reaper.stdout.readline())
-        _wait_until_busy(psutil.Process(pid), busy)
-        if how == "ctrl-c":
-            os.killpg(pid, signal.SIGINT)
-        else:
-            os.kill(pid, getattr(signal, how))
-        report = json.loads(reaper.communicate(timeout=OUTLIVE_WAIT_S + 60)[0])
+        if act is not None:
+            act(pid)
+        report = json.loads(reaper.communicate(timeout=BUSY_WITHIN_S + OUTLIVE_WAIT_S)[0])
     finally:
         if reaper.poll() is None:
             reaper.kill()
@@ -146,6 +225,10 @@ def ffmpeg_reading(clip: str):
     return busy
 
 
+def probing(_command: psutil.Process, descendants: list[psutil.Process]) -> bool:
+    return any(process.name() == "sleep" for process in descendants)
+
+
 def worker_inferring(command: psutil.Process, descendants: list[psutil.Process]) -> bool:
     """A worker (a grandchild: forked by the forkserver) has spent a second in the hung call."""
     workers = [process for process in descendants if process.ppid() != command.pid]
@@ -159,6 +242,7 @@ STOP_CASES = [
     ("ctrl-c", "ffmpeg"),
     ("SIGTERM", "model"),
     ("ctrl-c", "model"),
+    ("SIGTERM", "probe"),
 ]
 
 
@@ -170,6 +254,9 @@ def test_a_stopped_run_says_so_in_one_line_and_leaves_no_process(corpus, tmp_pat
     if busy_in == "ffmpeg":
         clip, busy = "long.mp4", ffmpeg_reading("long.mp4")
         extra = ["--ffmpeg-bin", str(corpus.slow_ffmpeg), "--sampling", "spread"]
+    elif busy_in == "probe":
+        clip, busy = "small.mp4", probing
+        extra = ["--ffmpeg-bin", ffmpeg_exe(), "--ffprobe-bin", str(corpus.hung_ffprobe)]
     else:
         clip, busy = "big.mp4", worker_inferring
         extra = ["--model-path", str(corpus.hanging_model)]

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections import deque
@@ -216,21 +217,39 @@ def _run_text(
 ) -> str:
     """Run a probing command to completion within the deadline; its stdout as text."""
     try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=deadline.remaining(),
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise deadline.error() from exc
+        process = _start(command, stdout=subprocess.PIPE)
     except OSError as exc:
         raise DecodeError(f"{path}: {tool} could not be run ({exc.strerror})") from exc
-    if check and done.returncode != 0:
-        tail = _tail(done.stderr.decode(errors="replace").splitlines())
-        raise DecodeError(f"{path}: {tool} exited with status {done.returncode}: {tail}")
-    return done.stdout.decode(errors="replace")
+    try:
+        stdout, stderr = process.communicate(timeout=deadline.remaining())
+    except subprocess.TimeoutExpired as exc:
+        kill_process_group(process)
+        process.communicate()
+        raise deadline.error() from exc
+    if check and process.returncode != 0:
+        tail = _tail(stderr.decode(errors="replace").splitlines())
+        raise DecodeError(f"{path}: {tool} exited with status {process.returncode}: {tail}")
+    return stdout.decode(errors="replace")
+
+
+def _start(command: list[str], stdout: int) -> subprocess.Popen:
+    """Start a binary in a process group of its own: a wrapper script's children go with it
+    when the group is killed (by the deadline here, or by the worker pool)."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        process_group=0,
+    )
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    """SIGKILL the binary and everything it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone and reaped
+        pass
 
 
 def _tail(lines) -> str:
@@ -420,12 +439,7 @@ class _Supervised:
 
     def __enter__(self):
         try:
-            self._process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            self._process = _start(self.command, stdout=subprocess.PIPE)
         except OSError as exc:
             raise DecodeError(f"{self.path}: ffmpeg could not be run ({exc.strerror})") from exc
         self.stdout = self._process.stdout
@@ -445,7 +459,7 @@ class _Supervised:
 
     def _kill(self) -> None:
         self.timed_out = True
-        self._process.kill()
+        kill_process_group(self._process)
 
     def __exit__(self, *exc_info) -> None:
         self.stdout.close()  # an unread rest makes ffmpeg stop with EPIPE instead of blocking

@@ -221,15 +221,19 @@ def _stop(worker: _Worker, kill: bool = False) -> None:
 
 
 def _kill_with_children(pid: int) -> None:
-    """SIGKILL a worker and the ffmpeg processes it started. The worker is stopped first, so it
-    cannot start another between the listing of its children and the kill."""
+    """SIGKILL a worker and the ffmpeg processes it started, each with its process group (what
+    a wrapper script started). The worker is stopped first, so it cannot start another between
+    the listing of its children and the kill."""
     try:
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
         return
     for child in _children(pid):
         try:
-            os.kill(child, signal.SIGKILL)
+            if os.getpgid(child) == child:
+                os.killpg(child, signal.SIGKILL)
+            else:
+                os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
     os.kill(pid, signal.SIGKILL)
