@@ -186,9 +186,10 @@ class ClipWorkerPool:
             status, what = (
                 (MODEL_FAILED, "inference") if worker.inferring else (DECODE_FAILED, "decode")
             )
+            # "did not finish" marks the failure as transient: the results store keeps none.
             return ClipResult(
                 status,
-                detail=f"{what} still running when the clip reached its {clip_limit:g} s limit "
+                detail=f"{what} did not finish within the clip's {clip_limit:g} s limit "
                 "(decoding and inference together); the worker was stopped",
             )
         return None
