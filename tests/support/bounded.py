@@ -1,11 +1,13 @@
 """Run the real ``saliency-assets`` command as a user would, but bounded and watched.
 
-Every process the command starts (the CLI, the forkserver, the clip workers) inherits an
-address-space limit (``RLIMIT_AS``), the whole command has a wall-clock limit after which its
-process group is killed, and the run records its exit status, output, time, peak memory and
-whether any of its processes outlived it. Memory is sampled from /proc for every process of its
-group at each poll: the largest single process (``VmHWM``, its own high-water mark since exec)
-and the largest sum of the group's resident sets. (``ru_maxrss`` would not do: on Linux a
+Every process the command starts (the CLI, the forkserver, the clip workers, ffmpeg) inherits an
+address-space limit (``RLIMIT_AS``), the whole command has a wall-clock limit after which all its
+processes are killed, and the run records its exit status, output, time, peak memory and
+whether any of its processes outlived it. The command runs in a session of its own, which holds
+every process it starts, also the binaries it runs in process groups of their own. Memory is
+sampled from /proc for every process of its session at each poll: the largest single process
+(``VmHWM``, its own high-water mark since exec) and the largest sum of the session's resident
+sets. (``ru_maxrss`` would not do: on Linux a
 child's counts the RSS of the test process it was forked from.)
 """
 
@@ -77,7 +79,7 @@ def start_command(
     stderr: int | object = subprocess.DEVNULL,
     memory_limit: int = MEMORY_LIMIT_BYTES,
 ) -> subprocess.Popen:
-    """Start the command in its own process group (so it can be killed as a whole)."""
+    """Start the command in its own session (so it can be found and killed as a whole)."""
     return subprocess.Popen(
         [sys.executable, "-c", _LAUNCHER, str(memory_limit), *args],
         cwd=cwd,
@@ -131,7 +133,7 @@ def run_command(
 
 
 class MemorySampler:
-    """Peak memory of a process group, sampled from /proc: its members are looked up every
+    """Peak memory of a session, sampled from /proc: its members are looked up every
     ``SAMPLE_EVERY_S``, their memory read at every call."""
 
     def __init__(self, group: int) -> None:
@@ -154,7 +156,8 @@ class MemorySampler:
 
 
 def group_members(group: int) -> list[int]:
-    """Live (not zombie) processes of ``group``, from /proc."""
+    """Live (not zombie) processes of the session ``group`` leads, from /proc (every process
+    group the command's processes made, not only its first one)."""
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -164,7 +167,7 @@ def group_members(group: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == group and fields[0] != "Z":
+        if int(fields[3]) == group and fields[0] != "Z":  # state ppid pgrp session
             members.append(int(entry))
     return members
 
@@ -194,8 +197,16 @@ def _wait(pid: int, deadline: float, memory: MemorySampler):
 
 
 def _kill_group(pid: int):
-    os.killpg(pid, signal.SIGKILL)
+    _kill_members(pid)
     return os.waitpid(pid, 0)[1]
+
+
+def _kill_members(group: int) -> None:
+    for member in group_members(group):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _outlived(group: int) -> bool:
@@ -206,10 +217,7 @@ def _outlived(group: int) -> bool:
         if not _group_alive(group):
             return False
         time.sleep(0.05)
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _kill_members(group)
     return True
 
 
