@@ -20,7 +20,7 @@ from saliency_assets.core.config import (
     parse_inference_size,
 )
 from saliency_assets.core.forkserver import start_forkserver
-from saliency_assets.interrupts import Interrupted, raise_on_stop_signals
+from saliency_assets.interrupts import Interrupted, stop_signals_raise
 
 PROG = "saliency-assets"
 DEFAULTS = MaterializeConfig()
@@ -29,9 +29,9 @@ WORKER_COMMANDS = {"materialize", "batch"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise_on_stop_signals()
     try:
-        return _run(list(sys.argv[1:] if argv is None else argv))
+        with stop_signals_raise():
+            return _run(list(sys.argv[1:] if argv is None else argv))
     except Interrupted as interrupted:
         return interrupted.report(PROG)
 

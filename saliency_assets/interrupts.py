@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -36,10 +39,28 @@ class Interrupted(KeyboardInterrupt):
         return self.exit_code
 
 
-def raise_on_stop_signals() -> None:
-    """Turn the first stop signal into ``Interrupted`` (call from the main thread)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _interrupt)
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Within the block, the first stop signal raises ``Interrupted``; unless one did, the
+    handlers in place before are put back after it. Outside the main thread (where Python
+    cannot handle signals) the block runs with the signals as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except Interrupted:
+        raise  # on the way out: the signals that follow stay ignored
+    except BaseException:
+        _restore(previous)
+        raise
+    _restore(previous)
+
+
+def _restore(handlers: dict) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

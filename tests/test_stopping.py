@@ -27,6 +27,7 @@ from support.slow_models import write_hanging_model
 from saliency_assets.core.clip_saliency import ClipJob
 from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.workers import ClipWorkerPool
+from saliency_assets.interrupts import STOP_SIGNALS, Interrupted, stop_signals_raise
 from saliency_assets.models import DEFAULT_MODEL_PATH
 
 REAPER = Path(__file__).parent / "support" / "reaper.py"
@@ -300,3 +301,29 @@ def test_clips_finished_before_sigterm_are_reused_by_the_rerun(corpus, tmp_path)
     assert rerun.returncode == 0, rerun.describe()
     record = json.loads(audit.read_text())
     assert (record["clips"], record["reused_clips"]) == (2, 1)
+
+
+@pytest.fixture
+def saved_signal_handlers():
+    """The test process's stop-signal handlers, put back after the test."""
+    before = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    yield before
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+def test_a_stop_signal_inside_the_block_raises_interrupted_and_the_rest_are_ignored(
+    saved_signal_handlers,
+):
+    with pytest.raises(Interrupted) as raised, stop_signals_raise():
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)  # the handler raises long before
+    assert (raised.value.signal_name, raised.value.exit_code) == ("SIGHUP", 129)
+    # The process is on its way out: a second signal must not cut its clean-up short.
+    assert {signal.getsignal(signum) for signum in STOP_SIGNALS} == {signal.SIG_IGN}
+
+
+def test_the_handlers_before_the_block_come_back_after_it(saved_signal_handlers):
+    with stop_signals_raise():
+        assert signal.getsignal(signal.SIGTERM) != saved_signal_handlers[signal.SIGTERM]
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == saved_signal_handlers

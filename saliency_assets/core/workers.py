@@ -85,10 +85,6 @@ class _Worker:
         """Seconds since the worker took up the current clip (0 until it has)."""
         return 0.0 if self.started_at is None else now - self.started_at
 
-    @property
-    def phase(self) -> str:
-        return INFERRING if self.inferring else DECODING
-
 
 class ClipWorkerPool:
     """Computes clips in ``jobs`` processes; use as a context manager."""
