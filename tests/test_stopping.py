@@ -282,6 +282,29 @@ def test_a_stopped_run_says_so_in_one_line_and_leaves_no_process(corpus, tmp_pat
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_stopped_batch_says_so_in_one_line_and_leaves_no_process(corpus, tmp_path):
+    """``batch`` stops the same way: the interrupt is not taken for a table's error."""
+    manifest = tmp_path / "manifest.json"
+    table_spec = {
+        "id": "long",
+        "input": str(table(corpus.folder, "long.mp4")),
+        "output": str(tmp_path / "out.jsonl"),
+    }
+    settings = {"path_column": "src", "root": str(corpus.folder), "jobs": 1}
+    settings |= {
+        "sampling": "spread",
+        "decode_timeout": None,
+        "ffmpeg_bin": str(corpus.slow_ffmpeg),
+    }
+    manifest.write_text(json.dumps({"defaults": settings, "tables": [table_spec]}))
+    args = ["batch", "--manifest", str(manifest), "--report-json", str(tmp_path / "report.json")]
+    stopped = run_and_stop(args, ffmpeg_reading("long.mp4"), "SIGTERM", tmp_path / "err.txt")
+    assert stopped.outlived == []
+    assert stopped.stderr == "saliency-assets: interrupted (SIGTERM)\n"
+    assert stopped.exit_code == 143
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_clips_finished_before_sigterm_are_reused_by_the_rerun(corpus, tmp_path):
     """SIGTERM while the second clip decodes: the first clip's result reaches the results store
     on the way out, and the rerun takes it from there instead of computing it again."""
