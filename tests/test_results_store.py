@@ -49,7 +49,7 @@ def test_changed_source_model_or_settings_recompute(tmp_path):
 
 def test_transient_failures_are_not_stored(tmp_path):
     store = ResultStore(tmp_path / "store")
-    key = ResultKey("a", "f", "m", "s")
+    key = ResultKey(".mp4", "f", "m", "s")
     store.save([(key, ClipResult("decode-failed", detail="decode timed out after 5 s"))])
     assert ResultStore(tmp_path / "store").lookup(key) is None
 
@@ -58,8 +58,8 @@ def test_many_parts_are_compacted_without_losing_results(tmp_path):
     store_dir = tmp_path / "store"
     store = ResultStore(store_dir)
     for index in range(70):
-        store.save([(ResultKey(f"clip{index}", "f", "m", "s"), OK_RESULT)])
+        store.save([(ResultKey(".mp4", f"f{index}", "m", "s"), OK_RESULT)])
     reloaded = ResultStore(store_dir)
     assert len(reloaded) == 70
     assert len(os.listdir(store_dir)) == 1
-    assert reloaded.lookup(ResultKey("clip69", "f", "m", "s")) == OK_RESULT
+    assert reloaded.lookup(ResultKey(".mp4", "f69", "m", "s")) == OK_RESULT

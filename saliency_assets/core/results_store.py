@@ -2,10 +2,12 @@
 
 A store is a folder of Parquet part files (a dataset); each part is written atomically, so a
 killed run loses at most the results it had not yet flushed. A result is found again only under
-the same key: the clip, a fingerprint of its file's bytes, the model's sha256 and a digest of
-the settings that shape its numbers. A changed source, model or setting therefore means a
-recompute. The store is a cache: a part that cannot be read is set aside and its clips
-recomputed; a store that cannot be written costs the reuse, never the table.
+the same key: a fingerprint of the clip file's bytes, its format (the suffix, and the geometry
+of raw video), the model's sha256 and a digest of the settings that shape its numbers. A
+changed source, model or setting therefore means a recompute, and the same bytes under another
+path, on another host, are found again. The store is a cache: a part that cannot be read is
+set aside and its clips recomputed; a store that cannot be written costs the reuse, never the
+table.
 
 ``results_store`` picks the store: ``default``, ``none``, a folder, or a URL whose scheme names
 a backend module (``RESULTS_STORE_BACKENDS``) offering ``open_store(url, log)``.
@@ -21,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -43,7 +45,8 @@ COMPACT_AFTER_PARTS = 64
 DAMAGED_SUFFIX = ".damaged"
 _SCHEMA = pa.schema(
     [
-        ("clip_key", pa.string()),
+        ("clip_key", pa.string()),  # where it was computed: for people, not part of the key
+        ("clip_format", pa.string()),
         ("source_fingerprint", pa.string()),
         ("model_sha256", pa.string()),
         ("settings_digest", pa.string()),
@@ -57,15 +60,19 @@ _SCHEMA = pa.schema(
         ("computed_at", pa.float64()),
     ]
 )
-_REQUIRED_COLUMNS = ("clip_key", "source_fingerprint", "model_sha256", "settings_digest", "status")
+_KEY_COLUMNS = ("clip_format", "source_fingerprint", "model_sha256", "settings_digest")
+_REQUIRED_COLUMNS = (*_KEY_COLUMNS, "status")
 
 
 @dataclass(frozen=True)
 class ResultKey:
-    clip_key: str
+    """What a clip's numbers depend on; ``clip_key`` (the path) only says where it was seen."""
+
+    clip_format: str
     source_fingerprint: str
     model_sha256: str
     settings_digest: str
+    clip_key: str = field(default="", compare=False)
 
 
 class ClipResultStore(Protocol):
@@ -129,6 +136,14 @@ def source_fingerprint(source: ClipSource) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def clip_format(source: ClipSource) -> str:
+    """How the bytes are read: the suffix picks container or raw; raw video adds its geometry."""
+    suffix = source.path.suffix.lower()
+    if not source.is_raw:
+        return suffix
+    return f"{suffix}|{source.raw_width}x{source.raw_height}|{source.raw_pix_fmt}"
+
+
 def result_keys(
     clips: dict[str, ClipSource], config: MaterializeConfig, model_sha256: str
 ) -> dict[str, ResultKey]:
@@ -138,7 +153,8 @@ def result_keys(
     keys = {}
     for key, source in clips.items():
         try:
-            keys[key] = ResultKey(key, source_fingerprint(source), model_sha256, digest)
+            fingerprint = source_fingerprint(source)
+            keys[key] = ResultKey(clip_format(source), fingerprint, model_sha256, digest, key)
         except OSError:
             continue
     return keys
@@ -213,7 +229,11 @@ class ResultStore:
         except FileNotFoundError:
             return []
         except OSError as error:
-            self._warn(f"cannot be read ({_reason(error)}); every clip is computed")
+            self.writable = False  # one warning: what cannot be listed is not written either
+            self._warn(
+                f"cannot be read ({_reason(error)}); every clip is computed and this run's "
+                "results are not stored (the table is still written)"
+            )
             return []
         return [self.root / name for name in names if _is_part_name(name)]
 
@@ -256,6 +276,7 @@ def is_transient(result: ClipResult) -> bool:
 def _record(key: ResultKey, result: ClipResult) -> dict:
     return {
         "clip_key": key.clip_key,
+        "clip_format": key.clip_format,
         "source_fingerprint": key.source_fingerprint,
         "model_sha256": key.model_sha256,
         "settings_digest": key.settings_digest,
@@ -276,6 +297,8 @@ def _is_part_name(name: str) -> bool:
 
 def _read_part(part: Path) -> list[dict]:
     table = pq.read_table(part)
+    if set(table.schema.names) == set(_SCHEMA.names) - {"clip_format"}:
+        return []  # keyed by the old size-and-time fingerprint, which nothing matches now
     wrong = [
         field.name
         for field in _SCHEMA
@@ -303,12 +326,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _key_of(record: dict) -> ResultKey:
-    return ResultKey(
-        record["clip_key"],
-        record["source_fingerprint"],
-        record["model_sha256"],
-        record["settings_digest"],
-    )
+    return ResultKey(*(record[name] for name in _KEY_COLUMNS), clip_key=record["clip_key"] or "")
 
 
 def _result_of(record: dict) -> ClipResult:
