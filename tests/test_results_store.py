@@ -76,6 +76,7 @@ class SlowLastRunner:
         self.stored_while_waiting = 0
 
     def __call__(self, tasks):
+        tasks = list(tasks)
         for key, _source in tasks[:-1]:
             yield key, OK_RESULT
         deadline = time.monotonic() + 60

@@ -21,7 +21,10 @@ TEMPORAL_AGGREGATORS = ("mean", "ema", "max", "motion-weighted")
 PATH_FIELDS = ("root", "model_path")
 MIN_INFERENCE_SIZE = 8
 # results_store URL schemes with a backend: scheme -> module offering open_store(url, log).
-RESULTS_STORE_BACKENDS: dict[str, str] = {}
+RESULTS_STORE_BACKENDS: dict[str, str] = {
+    "postgresql": "saliency_assets.core.pg_store",
+    "postgres": "saliency_assets.core.pg_store",
+}
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*@")
 # 8K UHD's short side; more only upscales, and an unbounded size is a memory bomb.

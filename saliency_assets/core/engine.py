@@ -31,7 +31,9 @@ from saliency_assets.core.sources import Unresolved, clip_key, resolve_clip
 from saliency_assets.core.statuses import MISSING_SOURCE, OK, SKIPPED_EXISTING
 from saliency_assets.core.workers import ClipWorkerPool
 
-ClipRunner = Callable[[list[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
+# A runner gets the clips as a sized iterable: each is claimed (in a shared store) as the runner
+# takes it, so a runner that takes clips as workers free up leaves more to other runs.
+ClipRunner = Callable[[Iterable[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
 FLUSH_EVERY_RESULTS = 16
 FLUSH_EVERY_S = 2.0
 
@@ -125,24 +127,72 @@ def compute_clips(
     store: ClipResultStore | None = None,
     log: TextIO = sys.stderr,
 ) -> ComputedClips:
-    """Results for every clip: reused from ``store`` where present, else computed by ``runner``."""
+    """Results for every clip: reused from ``store`` where present, else computed by ``runner``.
+
+    A clip another run is computing (claimed in a shared store) is left to it: this run computes
+    the rest, then waits for those claims and takes the stored results (or computes them, if
+    the other run died first)."""
     keys = result_keys(clips, config, model.sha256) if store is not None else {}
-    stored = store.lookup_many(keys.values()) if store is not None else {}
-    results = {key: stored[result_key] for key, result_key in keys.items() if result_key in stored}
+    results = _stored_results(store, keys)
     reused = len(results)
     pending = [(key, source) for key, source in clips.items() if key not in results]
     runner = runner or _pool_runner(config, model)
     saver = _StoreSaver(store, keys)
     progress = Progress(len(pending), stream=log)
     try:
-        for key, result in runner(pending):
-            results[key] = result
-            saver.add(key, result)
-            progress.advance(failed=not result.ok)
+        while pending:
+            claimed = _ClaimedTasks(pending, keys, store)
+            for key, result in runner(claimed):
+                results[key] = result
+                saver.add(key, result)
+                progress.advance(failed=not result.ok)
+            if not claimed.deferred:
+                break
+            saver.flush()  # releases this run's claims before it waits on others'
+            pending = [keys[key] for key, _source in claimed.deferred]
+            store.wait_for_claims(pending)
+            found = _stored_results(store, {key: keys[key] for key, _ in claimed.deferred})
+            results.update(found)
+            reused += len(found)
+            for _ in found:
+                progress.advance()
+            pending = [task for task in claimed.deferred if task[0] not in found]
     finally:
         saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
     return ComputedClips(results, reused, saver.unstored)
+
+
+def _stored_results(
+    store: ClipResultStore | None, keys: dict[str, ResultKey]
+) -> dict[str, ClipResult]:
+    stored = store.lookup_many(keys.values()) if store is not None else {}
+    return {key: stored[result_key] for key, result_key in keys.items() if result_key in stored}
+
+
+class _ClaimedTasks:
+    """The tasks this run may compute, claimed from the store as the runner takes them; those
+    another run has claimed are set aside in ``deferred``. Sized like the tasks it offers."""
+
+    def __init__(
+        self,
+        tasks: list[tuple[str, ClipSource]],
+        keys: dict[str, ResultKey],
+        store: ClipResultStore | None,
+    ) -> None:
+        self.tasks, self.keys, self.store = tasks, keys, store
+        self.deferred: list[tuple[str, ClipSource]] = []
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[tuple[str, ClipSource]]:
+        self.deferred = []
+        for key, source in self.tasks:
+            if self.store is None or key not in self.keys or self.store.claim(self.keys[key]):
+                yield key, source
+            else:
+                self.deferred.append((key, source))
 
 
 class _StoreSaver:
@@ -174,6 +224,7 @@ class _StoreSaver:
             batch, self.buffer = self.buffer, []
             if batch:
                 self.unstored += self.store.save(batch)
+                self.store.release(key for key, _result in batch)
 
     def close(self) -> None:
         self.closing.set()

@@ -84,6 +84,15 @@ class ClipResultStore(Protocol):
     def save(self, results: Iterable[tuple[ResultKey, ClipResult]]) -> int:
         """Store ``results`` (transient failures excepted); return how many could not be."""
 
+    def claim(self, key: ResultKey) -> bool:
+        """Whether this run may compute ``key`` now (False: another live run is at it)."""
+
+    def release(self, keys: Iterable[ResultKey]) -> None:
+        """Give up the claims on ``keys`` (their results are saved, or will not be)."""
+
+    def wait_for_claims(self, keys: Iterable[ResultKey]) -> None:
+        """Block until no other run holds a claim on any of ``keys``."""
+
 
 def store_for(config: MaterializeConfig, log: TextIO = sys.stderr) -> ClipResultStore | None:
     """The store ``results_store`` names: ``default`` (the user cache), ``none``, a folder, or a
@@ -189,6 +198,16 @@ class ResultStore:
             return len(batch)
         self._loaded().update(batch)
         return 0
+
+    # Runs sharing a folder do not coordinate: a clip two runs start at once is computed twice.
+    def claim(self, key: ResultKey) -> bool:
+        return True
+
+    def release(self, keys: Iterable[ResultKey]) -> None:
+        pass
+
+    def wait_for_claims(self, keys: Iterable[ResultKey]) -> None:
+        pass
 
     def _loaded(self) -> dict[ResultKey, ClipResult]:
         if self._results is None:
