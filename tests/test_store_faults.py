@@ -146,7 +146,7 @@ def test_an_unwritable_store_warns_once_and_the_table_is_written(clips, tmp_path
     assert audit["unstored_clips"] == 2
 
 
-@pytest.mark.parametrize("value", ["postgresql://user:secret@db:5432/corpus", "s3://bucket/x"])
+@pytest.mark.parametrize("value", ["mysql://user:secret@db:3306/corpus", "s3://bucket/x"])
 def test_a_url_results_store_is_a_usage_error_not_a_folder(clips, tmp_path, value):
     table = write_table(tmp_path / "in.jsonl", ["a.mp4"])
     done = run_cli(
