@@ -88,6 +88,7 @@ class MaterializeConfig:
         for name in PATH_FIELDS:
             record[name] = None if record[name] is None else str(record[name])
         record["providers"] = list(self.providers)
+        record["results_store"] = redact_url(self.results_store)
         return record
 
 
