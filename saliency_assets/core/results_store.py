@@ -15,6 +15,7 @@ a backend module (``RESULTS_STORE_BACKENDS``) offering ``open_store(url, log)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -222,7 +223,8 @@ class ResultStore:
         if not self._write_part([_record(key, result) for key, result in self._results.items()]):
             return
         for part in parts:
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left behind, it only repeats results
+                part.unlink(missing_ok=True)
 
     def _write_part(self, records: list[dict]) -> bool:
         """Write a new part; a folder that refuses (full, read-only, not a folder) is warned
@@ -333,10 +335,8 @@ def _read_part(part: Path) -> list[dict]:
 def _set_aside(part: Path) -> None:
     """Rename a damaged part out of the store's view, keeping it for inspection; if even that
     fails it is only skipped (and reported again) on the next run."""
-    try:
+    with contextlib.suppress(OSError):
         os.replace(part, part.with_name(part.name + DAMAGED_SUFFIX))
-    except OSError:
-        pass
 
 
 def _reason(error: BaseException) -> str:
