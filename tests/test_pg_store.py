@@ -14,6 +14,14 @@ import os
 
 import pytest
 from conftest import run_cli
+from dagster_support import (
+    load_defs,
+    materialization_metadata,
+    range_tags,
+    run_job,
+    write_corpus,
+    write_manifest,
+)
 from support.bounded import start_command, write_report_line
 from support.clips import make_clip
 from test_dagster_postgres import _connect, _server
@@ -126,3 +134,27 @@ def test_two_concurrent_runs_compute_each_clip_once(tmp_path, pg_url, request):
     assert sum(computed) == CLIPS, computed
     assert (tmp_path / "first.jsonl").read_text() == (tmp_path / "second.jsonl").read_text()
     assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(CLIPS,)]
+
+
+def test_dagster_and_the_command_share_the_postgresql_store(
+    tmp_path, pg_url, dagster_instance, monkeypatch
+):
+    """Clips materialized by Dagster into the manifest's PostgreSQL store are reused by the CLI."""
+    write_corpus(tmp_path)
+    defs = load_defs(monkeypatch, write_manifest(tmp_path, results_store=pg_url))
+    run_job(defs, "saliency_t_refresh", dagster_instance)
+    clips = run_job(defs, "saliency_t_clips", dagster_instance, tags=range_tags("a.mp4", "c.mp4"))
+    assert materialization_metadata(clips, "saliency/t/clip_saliency")["computed_clips"] == 3
+    assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(3,)]
+    enriched = run_job(defs, "saliency_t_enrich", dagster_instance)
+    assert enriched.success
+    done = run_cli(
+        "materialize", "--input", str(tmp_path / "features.jsonl"), "--output",
+        str(tmp_path / "cli.jsonl"), "--root", str(tmp_path / "clips"), "--max-frames", "2",
+        "--results-store", pg_url, "--audit-json", str(tmp_path / "cli-audit.json"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "cli-audit.json").read_text())["reused_clips"] == 3
+    assert (tmp_path / "cli.jsonl").read_text() == (
+        tmp_path / "out" / "features.saliency.jsonl"
+    ).read_text()
