@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -25,11 +27,16 @@ from dagster_support import (
 from support.bounded import start_command, write_report_line
 from support.clips import make_clip
 from test_dagster_postgres import _connect, _server
+from test_engine import CountingRunner
 
 from saliency_assets.core.clip_saliency import ClipResult
+from saliency_assets.core.clips import ClipSource
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.engine import compute_clips
 from saliency_assets.core.manifests import load_manifest
+from saliency_assets.core.model import choose_model
 from saliency_assets.core.pg_store import META_TABLE, RESULTS_TABLE, open_store
-from saliency_assets.core.results_store import ResultKey
+from saliency_assets.core.results_store import ResultKey, result_keys
 
 CLIPS = 8
 OK = ClipResult("ok", 0.5, 0.125, None, 3, 64, 48)
@@ -158,3 +165,24 @@ def test_dagster_and_the_command_share_the_postgresql_store(
     assert (tmp_path / "cli.jsonl").read_text() == (
         tmp_path / "out" / "features.saliency.jsonl"
     ).read_text()
+
+
+def test_a_clip_claimed_by_a_run_that_dies_is_computed_by_the_waiting_run(tmp_path, pg_url):
+    """Another run holds the claim on one clip and dies without storing it: this run computes
+    its other clip, waits for the claim, then computes the orphaned clip itself."""
+    clips = {}
+    for name in ("held.mp4", "free.mp4"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+        clips[str(tmp_path / name)] = ClipSource(tmp_path / name)
+    config, model = MaterializeConfig(), choose_model(None, None)
+    keys = result_keys(clips, config, model.sha256)
+    other_run = open_store(pg_url, log=None)
+    assert other_run.claim(keys[str(tmp_path / "held.mp4")])
+    dies = threading.Timer(1.0, other_run._connection.close)  # the server drops its locks
+    dies.start()
+    runner = CountingRunner(OK)
+    computed = compute_clips(clips, config, model, runner, open_store(pg_url), io.StringIO())
+    dies.join()
+    assert [Path(key).name for key, _source in runner.tasks] == ["free.mp4", "held.mp4"]
+    assert computed.results == {key: OK for key in clips}
+    assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(2,)]

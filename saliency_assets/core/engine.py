@@ -146,12 +146,8 @@ def compute_clips(
                 results[key] = result
                 saver.add(key, result)
                 progress.advance(failed=not result.ok)
-            if not claimed.deferred:
-                break
             saver.flush()  # releases this run's claims before it waits on others'
-            pending = [keys[key] for key, _source in claimed.deferred]
-            store.wait_for_claims(pending)
-            found = _stored_results(store, {key: keys[key] for key, _ in claimed.deferred})
+            found = _results_of_other_runs(store, keys, claimed.deferred)
             results.update(found)
             reused += len(found)
             for _ in found:
@@ -161,6 +157,20 @@ def compute_clips(
         saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
     return ComputedClips(results, reused, saver.unstored)
+
+
+def _results_of_other_runs(
+    store: ClipResultStore | None,
+    keys: dict[str, ResultKey],
+    deferred: list[tuple[str, ClipSource]],
+) -> dict[str, ClipResult]:
+    """Wait until the runs that claimed the ``deferred`` clips are done with them (stored, or
+    died) and return the results they stored."""
+    if store is None or not deferred:
+        return {}
+    deferred_keys = {key: keys[key] for key, _source in deferred}
+    store.wait_for_claims(deferred_keys.values())
+    return _stored_results(store, deferred_keys)
 
 
 def _stored_results(
