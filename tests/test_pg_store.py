@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -133,7 +134,13 @@ def test_two_concurrent_runs_compute_each_clip_once(tmp_path, pg_url, request):
             "--max-frames", "8", "--audit-json", str(tmp_path / f"{name}.json"),
         ]  # fmt: skip
         runs.append(start_command(args, cwd=tmp_path))
-    assert [process.wait(timeout=300) for process in runs] == [0, 0]
+    try:
+        assert [process.wait(timeout=300) for process in runs] == [0, 0]
+    finally:
+        for process in runs:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
     audits = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "second")]
     computed = [audit["clips"] - audit["reused_clips"] for audit in audits]
