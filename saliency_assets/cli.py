@@ -146,7 +146,8 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
         "--results-store",
         default=DEFAULTS.results_store,
         help="where clip results persist for reuse and resume: 'default' (the user cache, "
-        "$SALIENCY_ASSETS_CACHE), 'none', or a folder",
+        "$SALIENCY_ASSETS_CACHE), 'none', a folder, or postgresql://user@host:port/db "
+        "(shared by concurrent runs and machines)",
     )
     add("--error-column", default=DEFAULTS.error_column, help="'' disables it")
     add("--sampling-column", default=DEFAULTS.sampling_column, help="'' disables it")

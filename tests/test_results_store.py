@@ -2,7 +2,9 @@
 
 import io
 import os
+import time
 
+import pyarrow.parquet as pq
 from test_engine import OK_RESULT, CountingRunner
 
 from saliency_assets.core.clip_saliency import ClipResult
@@ -49,7 +51,7 @@ def test_changed_source_model_or_settings_recompute(tmp_path):
 
 def test_transient_failures_are_not_stored(tmp_path):
     store = ResultStore(tmp_path / "store")
-    key = ResultKey("a", "f", "m", "s")
+    key = ResultKey(".mp4", "f", "m", "s")
     store.save([(key, ClipResult("decode-failed", detail="decode timed out after 5 s"))])
     assert ResultStore(tmp_path / "store").lookup(key) is None
 
@@ -58,8 +60,53 @@ def test_many_parts_are_compacted_without_losing_results(tmp_path):
     store_dir = tmp_path / "store"
     store = ResultStore(store_dir)
     for index in range(70):
-        store.save([(ResultKey(f"clip{index}", "f", "m", "s"), OK_RESULT)])
+        store.save([(ResultKey(".mp4", f"f{index}", "m", "s"), OK_RESULT)])
     reloaded = ResultStore(store_dir)
     assert len(reloaded) == 70
     assert len(os.listdir(store_dir)) == 1
-    assert reloaded.lookup(ResultKey("clip69", "f", "m", "s")) == OK_RESULT
+    assert reloaded.lookup(ResultKey(".mp4", "f69", "m", "s")) == OK_RESULT
+
+
+class SlowLastRunner:
+    """Yields every clip but the last at once, then waits (up to a minute) until the store
+    holds them before yielding the last: a slow clip after quick ones."""
+
+    def __init__(self, store_dir):
+        self.store_dir = store_dir
+        self.stored_while_waiting = 0
+
+    def __call__(self, tasks):
+        tasks = list(tasks)
+        for key, _source in tasks[:-1]:
+            yield key, OK_RESULT
+        deadline = time.monotonic() + 60
+        while self.stored_while_waiting < len(tasks) - 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.stored_while_waiting = len(ResultStore(self.store_dir, log=None))
+        yield tasks[-1][0], OK_RESULT
+
+
+def test_finished_results_are_stored_while_the_next_clip_runs(tmp_path):
+    rows = []
+    for index in range(4):
+        clip = tmp_path / f"clip{index}.mp4"
+        clip.write_bytes(bytes([index]) * 100)
+        rows.append({"src": str(clip)})
+    runner = SlowLastRunner(tmp_path / "store")
+    materialize_rows(
+        rows, MaterializeConfig(), choose_model(None, None), runner=runner,
+        store=ResultStore(tmp_path / "store"), log=io.StringIO(),
+    )  # fmt: skip
+    assert runner.stored_while_waiting == 3
+    assert len(ResultStore(tmp_path / "store")) == 4
+
+
+def test_parts_of_the_old_fingerprint_are_ignored_not_reported(tmp_path):
+    store_dir = tmp_path / "store"
+    ResultStore(store_dir).save([(ResultKey(".mp4", "f", "m", "s"), OK_RESULT)])
+    (part,) = store_dir.glob("part-*.parquet")
+    old = pq.read_table(part).drop_columns(["clip_format"])
+    pq.write_table(old, part)
+    log = io.StringIO()
+    assert len(ResultStore(store_dir, log=log)) == 0
+    assert log.getvalue() == ""

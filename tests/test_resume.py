@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,14 +26,13 @@ KILL_WITHIN_S = 60.0
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    """CLIPS small clips (copies of four encodes under distinct names) and a table of
-    ROWS_PER_CLIP rows per clip, interleaved."""
+    """CLIPS small clips, each a distinct encode (the store finds results by content, so copies
+    would share one), and a table of ROWS_PER_CLIP rows per clip, interleaved."""
     folder = tmp_path_factory.mktemp("resume")
     clips = folder / "clips"
     clips.mkdir()
-    sources = [make_clip(folder / f"source{index}.mp4", 64, 48, 3 + index) for index in range(4)]
     for index in range(CLIPS):
-        shutil.copy(sources[index % 4], clips / f"clip{index:03d}.mp4")
+        make_clip(clips / f"clip{index:03d}.mp4", 64 + 2 * (index // 4), 48, 3 + index % 4)
     rows = [
         {"src": f"clip{index:03d}.mp4", "frame": frame, "note": f"row {frame}-{index}"}
         for frame in range(ROWS_PER_CLIP)

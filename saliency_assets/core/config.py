@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ from saliency_assets.core.errors import ConfigError
 TEMPORAL_AGGREGATORS = ("mean", "ema", "max", "motion-weighted")
 PATH_FIELDS = ("root", "model_path")
 MIN_INFERENCE_SIZE = 8
+# results_store URL schemes with a backend: scheme -> module offering open_store(url, log).
+RESULTS_STORE_BACKENDS: dict[str, str] = {
+    "postgresql": "saliency_assets.core.pg_store",
+    "postgres": "saliency_assets.core.pg_store",
+}
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/@]*@")
 # 8K UHD's short side; more only upscales, and an unbounded size is a memory bomb.
 MAX_INFERENCE_SIZE = 4320
 
@@ -80,6 +88,7 @@ class MaterializeConfig:
         for name in PATH_FIELDS:
             record[name] = None if record[name] is None else str(record[name])
         record["providers"] = list(self.providers)
+        record["results_store"] = redact_url(self.results_store)
         return record
 
 
@@ -139,6 +148,32 @@ def validate_config(config: MaterializeConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: confine_to_root needs a root to confine clip paths to")
     if not config.providers:
         raise ConfigError(f"{where}: providers must name at least one execution provider")
+    _validate_results_store(config.results_store, where)
+
+
+def results_store_scheme(value: str) -> str | None:
+    """The URL scheme of a ``results_store`` value (lower case), or None for a folder path."""
+    match = _URL_SCHEME.match(value)
+    return match.group(1).lower() if match else None
+
+
+def redact_url(value: str) -> str:
+    """``value`` with any password in its URL replaced by ``***``, for messages and audits."""
+    return _URL_PASSWORD.sub(r"\1***@", value)
+
+
+def _validate_results_store(value: str, where: str) -> None:
+    """A URL is never taken for a folder (``postgresql://...`` would become ``./postgresql:``)."""
+    if not value:
+        raise ConfigError(f"{where}: results_store must not be empty (use 'none' for no store)")
+    scheme = results_store_scheme(value)
+    if scheme is not None and scheme not in RESULTS_STORE_BACKENDS:
+        supported = ", ".join(f"{name}://" for name in sorted(RESULTS_STORE_BACKENDS))
+        raise ConfigError(
+            f"{where}: results_store {redact_url(value)!r} is a URL, and no results store handles "
+            f"{scheme}:// (use a folder, 'default' or 'none'"
+            f"{', or ' + supported if supported else ''})"
+        )
 
 
 def with_overrides(config: MaterializeConfig, **overrides: Any) -> MaterializeConfig:

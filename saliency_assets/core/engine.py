@@ -8,7 +8,7 @@ resolving a row (no such file, no geometry) are recorded per row and never reach
 from __future__ import annotations
 
 import sys
-import time
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +20,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import check_binary
 from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
 from saliency_assets.core.progress import Progress
-from saliency_assets.core.results_store import (
-    ResultKey,
-    ResultStore,
-    settings_digest,
-    source_fingerprint,
-)
+from saliency_assets.core.results_store import ClipResultStore, ResultKey, result_keys
 from saliency_assets.core.rows import (
     RowMetadata,
     apply_result,
@@ -36,7 +31,9 @@ from saliency_assets.core.sources import Unresolved, clip_key, resolve_clip
 from saliency_assets.core.statuses import MISSING_SOURCE, OK, SKIPPED_EXISTING
 from saliency_assets.core.workers import ClipWorkerPool
 
-ClipRunner = Callable[[list[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
+# A runner gets the clips as a sized iterable: each is claimed (in a shared store) as the runner
+# takes it, so a runner that takes clips as workers free up leaves more to other runs.
+ClipRunner = Callable[[Iterable[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
 FLUSH_EVERY_RESULTS = 16
 FLUSH_EVERY_S = 2.0
 
@@ -76,6 +73,7 @@ class MaterializeOutcome:
     summary: MaterializeSummary
     clips: int
     reused_clips: int = 0
+    unstored_clips: int = 0
 
 
 def prepare_model(config: MaterializeConfig) -> ModelChoice:
@@ -93,7 +91,7 @@ def materialize_rows(
     config: MaterializeConfig,
     model: ModelChoice,
     runner: ClipRunner | None = None,
-    store: ResultStore | None = None,
+    store: ClipResultStore | None = None,
     log: TextIO = sys.stderr,
 ) -> MaterializeOutcome:
     """Enrich copies of ``rows``; the input rows are not modified.
@@ -109,13 +107,16 @@ def materialize_rows(
     metadata = RowMetadata.from_config(config, model.model_id)
     summary = _join_results(enriched, plan, results, config, metadata)
     _warn_if_all_missing(summary, config, log)
-    return MaterializeOutcome(enriched, summary, len(plan.clips), computed.reused)
+    return MaterializeOutcome(
+        enriched, summary, len(plan.clips), computed.reused, computed.unstored
+    )
 
 
 @dataclass
 class ComputedClips:
     results: dict[str, ClipResult]
     reused: int
+    unstored: int = 0  # computed results the store could not keep
 
 
 def compute_clips(
@@ -123,66 +124,127 @@ def compute_clips(
     config: MaterializeConfig,
     model: ModelChoice,
     runner: ClipRunner | None = None,
-    store: ResultStore | None = None,
+    store: ClipResultStore | None = None,
     log: TextIO = sys.stderr,
 ) -> ComputedClips:
-    """Results for every clip: reused from ``store`` where present, else computed by ``runner``."""
-    keys = _result_keys(clips, config, model) if store is not None else {}
-    results = {}
-    for key, result_key in keys.items():
-        stored = store.lookup(result_key)
-        if stored is not None:
-            results[key] = stored
+    """Results for every clip: reused from ``store`` where present, else computed by ``runner``.
+
+    A clip another run is computing (claimed in a shared store) is left to it: this run computes
+    the rest, then waits for those claims and takes the stored results (or computes them, if
+    the other run died first)."""
+    keys = result_keys(clips, config, model.sha256) if store is not None else {}
+    results = _stored_results(store, keys)
     reused = len(results)
     pending = [(key, source) for key, source in clips.items() if key not in results]
     runner = runner or _pool_runner(config, model)
     saver = _StoreSaver(store, keys)
     progress = Progress(len(pending), stream=log)
     try:
-        for key, result in runner(pending):
-            results[key] = result
-            saver.add(key, result)
-            progress.advance(failed=not result.ok)
+        while pending:
+            claimed = _ClaimedTasks(pending, keys, store)
+            for key, result in runner(claimed):
+                results[key] = result
+                saver.add(key, result)
+                progress.advance(failed=not result.ok)
+            saver.flush()  # releases this run's claims before it waits on others'
+            found = _results_of_other_runs(store, keys, claimed.deferred)
+            results.update(found)
+            reused += len(found)
+            for _ in found:
+                progress.advance()
+            pending = [task for task in claimed.deferred if task[0] not in found]
     finally:
-        saver.flush()
+        saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
-    return ComputedClips(results, reused)
+    return ComputedClips(results, reused, saver.unstored)
+
+
+def _results_of_other_runs(
+    store: ClipResultStore | None,
+    keys: dict[str, ResultKey],
+    deferred: list[tuple[str, ClipSource]],
+) -> dict[str, ClipResult]:
+    """Wait until the runs that claimed the ``deferred`` clips are done with them (stored, or
+    died) and return the results they stored."""
+    if store is None or not deferred:
+        return {}
+    deferred_keys = {key: keys[key] for key, _source in deferred}
+    store.wait_for_claims(deferred_keys.values())
+    return _stored_results(store, deferred_keys)
+
+
+def _stored_results(
+    store: ClipResultStore | None, keys: dict[str, ResultKey]
+) -> dict[str, ClipResult]:
+    stored = store.lookup_many(keys.values()) if store is not None else {}
+    return {key: stored[result_key] for key, result_key in keys.items() if result_key in stored}
+
+
+class _ClaimedTasks:
+    """The tasks this run may compute, claimed from the store as the runner takes them; those
+    another run has claimed are set aside in ``deferred``. Sized like the tasks it offers."""
+
+    def __init__(
+        self,
+        tasks: list[tuple[str, ClipSource]],
+        keys: dict[str, ResultKey],
+        store: ClipResultStore | None,
+    ) -> None:
+        self.tasks, self.keys, self.store = tasks, keys, store
+        self.deferred: list[tuple[str, ClipSource]] = []
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[tuple[str, ClipSource]]:
+        self.deferred = []
+        for key, source in self.tasks:
+            if self.store is None or key not in self.keys or self.store.claim(self.keys[key]):
+                yield key, source
+            else:
+                self.deferred.append((key, source))
 
 
 class _StoreSaver:
-    """Buffers new results and writes them to the store every few results or seconds."""
+    """Buffers new results and writes them to the store in batches: at once when
+    FLUSH_EVERY_RESULTS are waiting, else by a timer thread every FLUSH_EVERY_S, so a finished
+    clip is on disk within seconds even while the next clip takes minutes."""
 
-    def __init__(self, store: ResultStore | None, keys: dict[str, ResultKey]) -> None:
+    def __init__(self, store: ClipResultStore | None, keys: dict[str, ResultKey]) -> None:
         self.store, self.keys = store, keys
         self.buffer: list[tuple[ResultKey, ClipResult]] = []
-        self.flushed_at = time.monotonic()
+        self.unstored = 0
+        self.lock = threading.Lock()  # one writer at a time, in the order results arrived
+        self.closing = threading.Event()
+        self.timer = threading.Thread(target=self._flush_periodically, daemon=True)
+        if store is not None:
+            self.timer.start()
 
     def add(self, key: str, result: ClipResult) -> None:
         if self.store is None or key not in self.keys:
             return
-        self.buffer.append((self.keys[key], result))
-        due = time.monotonic() - self.flushed_at >= FLUSH_EVERY_S
-        if len(self.buffer) >= FLUSH_EVERY_RESULTS or due:
+        with self.lock:
+            self.buffer.append((self.keys[key], result))
+            full = len(self.buffer) >= FLUSH_EVERY_RESULTS
+        if full:
             self.flush()
 
     def flush(self) -> None:
-        if self.store is not None and self.buffer:
-            self.store.save(self.buffer)
-        self.buffer = []
-        self.flushed_at = time.monotonic()
+        with self.lock:
+            batch, self.buffer = self.buffer, []
+            if batch:
+                self.unstored += self.store.save(batch)
+                self.store.release(key for key, _result in batch)
 
+    def close(self) -> None:
+        self.closing.set()
+        if self.timer.is_alive():
+            self.timer.join()
+        self.flush()
 
-def _result_keys(
-    clips: dict[str, ClipSource], config: MaterializeConfig, model: ModelChoice
-) -> dict[str, ResultKey]:
-    digest = settings_digest(config)
-    keys = {}
-    for key, source in clips.items():
-        try:
-            keys[key] = ResultKey(key, source_fingerprint(source), model.sha256, digest)
-        except OSError:  # unreadable now: compute it (and report why) rather than cache it
-            continue
-    return keys
+    def _flush_periodically(self) -> None:
+        while not self.closing.wait(FLUSH_EVERY_S):
+            self.flush()
 
 
 @dataclass

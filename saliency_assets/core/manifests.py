@@ -17,6 +17,7 @@ from saliency_assets.core.config import (
     PATH_FIELDS,
     MaterializeConfig,
     config_from_mapping,
+    results_store_scheme,
 )
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.tables import parse_json_object, table_format
@@ -98,6 +99,8 @@ def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> Tabl
     merged.pop("dagster", None)
     for name in PATH_FIELDS:
         merged[name] = _resolved(merged.get(name), base, where, name)
+    if _is_store_folder(merged.get("results_store")):
+        merged["results_store"] = _resolved(merged["results_store"], base, where, "results_store")
     config = config_from_mapping(merged, where)
     options = {**(defaults.get("dagster") or {}), **(entry.get("dagster") or {})}
     return TableSpec(
@@ -134,6 +137,15 @@ def _resolved(value: Any, base: Path, where: str, key: str) -> str | None:
         raise ConfigError(f"{where}: {key} must be a path string, got {value!r}")
     path = Path(value)
     return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _is_store_folder(value: Any) -> bool:
+    """A ``results_store`` naming a folder (not a keyword, a URL or a value to reject)."""
+    return (
+        isinstance(value, str)
+        and value not in ("", "default", "none")
+        and results_store_scheme(value) is None
+    )
 
 
 def _reject_duplicates(tables: list[TableSpec]) -> None:

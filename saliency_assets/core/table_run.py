@@ -15,7 +15,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.engine import ClipRunner, MaterializeOutcome, materialize_rows
 from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.provenance import describe_path
-from saliency_assets.core.results_store import ResultStore, store_for
+from saliency_assets.core.results_store import ClipResultStore, store_for
 from saliency_assets.core.tables import Table, read_table, write_json_atomic, write_table
 
 AUDIT_SCHEMA = "saliency-materializer-audit-v1"
@@ -40,7 +40,7 @@ def materialize_table(
     config: MaterializeConfig,
     model: ModelChoice,
     runner: ClipRunner | None = None,
-    store: ResultStore | None | str = "from-config",
+    store: ClipResultStore | None | str = "from-config",
     log: TextIO = sys.stderr,
 ) -> TableRun:
     """Read ``input_path``, enrich it and write ``output_path`` atomically.
@@ -48,7 +48,7 @@ def materialize_table(
     ``store`` defaults to the one the config names (``results_store``).
     """
     if store == "from-config":
-        store = store_for(config)
+        store = store_for(config, log)
     table = read_table(input_path)
     outcome = materialize_rows(table.rows, config, model, runner=runner, store=store, log=log)
     write_table(output_path, Table(outcome.rows, table.schema))
@@ -66,6 +66,7 @@ def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:
         "statuses": dict(sorted(run.outcome.summary.statuses.items())),
         "clips": run.outcome.clips,
         "reused_clips": run.outcome.reused_clips,
+        "unstored_clips": run.outcome.unstored_clips,
         "model": {
             "id": run.model.model_id,
             "path": str(run.model.path),

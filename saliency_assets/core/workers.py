@@ -18,8 +18,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -103,14 +102,19 @@ class ClipWorkerPool:
         # until its clip is done, so every worker is killed at once.
         self.close(kill=exc_type is not None)
 
-    def run(self, tasks: Iterable[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
-        """Yield ``(clip_key, result)`` as clips finish, in completion order."""
-        pending = deque(tasks)
-        self._start_workers(min(self.jobs, len(pending)))
-        while pending or any(worker.task for worker in self._workers):
+    def run(self, tasks: Collection[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
+        """Yield ``(clip_key, result)`` as clips finish, in completion order.
+
+        A task is taken from ``tasks`` only when a worker is free for it (the engine claims a
+        clip in a shared store as it is taken, so other runs can take the rest)."""
+        upcoming = iter(tasks)
+        self._start_workers(min(self.jobs, len(tasks)))
+        while True:
             for worker in self._workers:
-                if worker.task is None and pending:
-                    self._assign(worker, pending.popleft())
+                if worker.task is None and (task := next(upcoming, None)) is not None:
+                    self._assign(worker, task)
+            if not any(worker.task for worker in self._workers):
+                return
             yield from self._collect()
 
     def close(self, kill: bool = False) -> None:

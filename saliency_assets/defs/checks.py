@@ -12,12 +12,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.engine import unique_clips
 from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
-from saliency_assets.core.results_store import (
-    ResultKey,
-    ResultStore,
-    settings_digest,
-    source_fingerprint,
-)
+from saliency_assets.core.results_store import ClipResultStore, result_keys
 from saliency_assets.core.statuses import FAILURE_STATUSES
 from saliency_assets.core.table_run import TableRun
 from saliency_assets.defs.corpora import CorpusTable
@@ -118,19 +113,15 @@ class Coverage:
 
 
 def coverage_of(
-    rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice, store: ResultStore
+    rows: list[dict[str, Any]],
+    config: MaterializeConfig,
+    model: ModelChoice,
+    store: ClipResultStore,
 ) -> Coverage:
     """How many of the table's unique clips already have a stored result for this model/config."""
-    digest = settings_digest(config)
     clips = unique_clips(rows, config)
-    found = 0
-    for key, source in clips.items():
-        try:
-            result_key = ResultKey(key, source_fingerprint(source), model.sha256, digest)
-        except OSError:
-            continue
-        found += store.lookup(result_key) is not None
-    return Coverage(len(clips), found)
+    keys = result_keys(clips, config, model.sha256)
+    return Coverage(len(clips), len(store.lookup_many(keys.values())))
 
 
 def coverage_result(coverage: Coverage) -> dg.AssetCheckResult:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.config import MaterializeConfig, results_store_scheme
 from saliency_assets.core.engine import compute_clips, unique_clips
 from saliency_assets.core.model import sha256_file
-from saliency_assets.core.results_store import ResultStore
+from saliency_assets.core.results_store import ClipResultStore, ResultStore, store_for
 from saliency_assets.core.statuses import OK
 from saliency_assets.core.table_run import audit_record, materialize_table, write_audit
 from saliency_assets.core.tables import read_table
@@ -157,7 +157,7 @@ def compute_clip_batch(
         {clip.clip_key: clip.source for clip in batch},
         config,
         model,
-        store=ResultStore(storage.results),
+        store=_results_store(config, storage),
     )
     seconds = time.monotonic() - started
     statuses = Counter(result.status for result in computed.results.values())
@@ -175,6 +175,14 @@ def compute_clip_batch(
     )
 
 
+def _results_store(config: MaterializeConfig, storage: TableStorage) -> ClipResultStore:
+    """A shared store the manifest names by URL (PostgreSQL, shared with the CLI and other
+    deployments), else the folder under the table's Dagster storage."""
+    if results_store_scheme(config.results_store) is not None:
+        return store_for(config)
+    return ResultStore(storage.results)
+
+
 def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.enriched_table,
@@ -190,7 +198,7 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         config = effective_config(table, context)
         model = getattr(context.resources, keys.model_resource).choice
         storage = TableStorage.for_table(table, context.instance)
-        store = ResultStore(storage.results)
+        store = _results_store(config, storage)
         input_path = _existing(table.spec.input, "input table")
         coverage = checks.coverage_of(read_table(input_path).rows, config, model, store)
         run = materialize_table(input_path, table.spec.output, config, model, store=store)
