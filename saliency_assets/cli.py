@@ -19,6 +19,7 @@ from saliency_assets.core.config import (
     parse_inference_size,
 )
 from saliency_assets.core.forkserver import start_forkserver
+from saliency_assets.core.logstream import failure_proof_std_streams
 
 DEFAULTS = MaterializeConfig()
 # Commands whose clips are computed in worker processes.
@@ -26,7 +27,12 @@ WORKER_COMMANDS = {"materialize", "batch"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # A reader that has gone away (``2>&1 | head -1``) must not change what the command does.
+    with failure_proof_std_streams():
+        return _run(list(sys.argv[1:] if argv is None else argv))
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command in WORKER_COMMANDS:
         # The workers' forkserver imports the clip code (about 0.5 s) on another core while

@@ -103,8 +103,8 @@ def test_temp_files_of_killed_writers_are_hidden_and_cleaned(corpus, tmp_path):
     clips, table = corpus
     output = tmp_path / "out" / "out.jsonl"
     output.parent.mkdir()
-    stale = output.parent / f"{temp_file_prefix(output, dead_process_id())}abcd1234.tmp"
-    live = output.parent / f"{temp_file_prefix(output, os.getpid())}efgh5678.tmp"
+    stale = output.parent / f"{temp_file_prefix(dead_process_id())}abcd1234.tmp"
+    live = output.parent / f"{temp_file_prefix(os.getpid())}efgh5678.tmp"
     stale.write_text('{"src": "half a ro')
     live.write_text('{"src": "being written')
     done = run_command(materialize_args(table, clips, output, tmp_path / "store"))

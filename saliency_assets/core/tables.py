@@ -12,14 +12,15 @@ checked from its footer before any row is read: a small file can expand a thousa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
+import secrets
 import socket
-import tempfile
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,13 +34,18 @@ MAX_LINE_BYTES = 32 * 1024 * 1024
 # The most cells (rows x columns) a Parquet table may expand to; its rows are all held as dicts.
 MAX_TABLE_CELLS = 50_000_000
 _UTF8_BOM = b"\xef\xbb\xbf"
-# Temp files of atomic writes: ".<target>.<host>.<pid>.<random>.tmp".
-_HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# Temp files of atomic writes: ".sa-<host digest>-<pid>-<random>.tmp", at most 33 bytes
+# whatever the target's name, so a valid output name never makes an invalid temp name.
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"^\.sa-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
 
 
 class TableError(ValueError):
     """A table cannot be read or written; the message names the file (and line)."""
+
+
+class WriteError(OSError):
+    """An output could not be written; the message names the file and the reason."""
 
 
 @dataclass
@@ -79,18 +85,19 @@ def write_table(path: Path, table: Table) -> None:
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through a temp file in the same folder, fsync it, then rename over ``path``.
 
-    The temp file is hidden and named after this host and process; temp files left in the
-    folder by killed writers on this host are removed first.
+    The new file gets the mode the umask gives (``0666 & ~umask``), or the mode of the file it
+    replaces. The temp file is hidden, with a short name of fixed length (so a valid ``path``
+    name never grows past the file system's limit), and is removed if the write fails; temp
+    files left by killed writers on this host are removed first. Any failure is a
+    ``WriteError`` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path.parent)
-    with _temp_beside(path) as (handle, temp_path):
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        os.replace(temp_path, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path.parent)
+        _write_and_rename(path, write)
+    except OSError as error:
+        raise WriteError(f"{path}: cannot write ({_reason(error)})") from None
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -150,22 +157,49 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def temp_file_prefix(path: Path, pid: int | None = None) -> str:
-    """How the names of ``atomic_write``'s temp files for ``path`` start (this host, ``pid``)."""
-    return f".{Path(path).name}.{_HOST_TAG}.{os.getpid() if pid is None else pid}."
+def temp_file_prefix(pid: int | None = None) -> str:
+    """How the names of ``atomic_write``'s temp files start (this host, ``pid``)."""
+    return f".sa-{_HOST_TAG}-{os.getpid() if pid is None else pid}-"
 
 
-@contextmanager
-def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
-    fd, temp_path = tempfile.mkstemp(prefix=temp_file_prefix(path), suffix=".tmp", dir=path.parent)
-    handle = os.fdopen(fd, "wb")
+def _write_and_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    descriptor, temp_path = _create_temp(path.parent)
     try:
-        yield handle, temp_path
-    finally:
-        if not handle.closed:
-            handle.close()
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
+        with os.fdopen(descriptor, "wb") as handle:
+            _keep_mode(path, handle.fileno())
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        Path(temp_path).unlink(missing_ok=True)
+        raise
+
+
+def _create_temp(folder: Path) -> tuple[int, Path]:
+    """A new hidden file opened for writing; created with mode 0666 so the umask applies
+    (mkstemp's 0600 would make every output private)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    while True:
+        temp_path = folder / f"{temp_file_prefix()}{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temp_path, flags, 0o666), temp_path
+        except FileExistsError:
+            continue
+
+
+def _keep_mode(path: Path, descriptor: int) -> None:
+    """A file that is replaced keeps its permission bits."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    os.fchmod(descriptor, mode)
+
+
+def _reason(error: OSError) -> str:
+    """The cause of an I/O error on one line, without the ``[Errno N]`` prefix."""
+    return " ".join((error.strerror or str(error)).split())
 
 
 def _read_jsonl(path: Path) -> Table:
