@@ -894,11 +894,15 @@ TABLE_CASES = [
         "output is a folder",
         folder_in_the_way,
         1,
-        r"Is a directory: .*out.jsonl",
+        r"out.jsonl: cannot write \(Is a directory\)",
         clip_results_kept_beside_the_folder,
     ),
     CommandCase(
-        "output under a file", file_in_the_way, 1, r"File exists: 'blocker'", clip_results_kept
+        "output under a file",
+        file_in_the_way,
+        1,
+        r"blocker/out.jsonl: cannot write \(File exists: blocker\)",
+        clip_results_kept,
     ),
     CommandCase(
         "input of another format", materialize(table="in.csv"), 2, r"in.csv: a table must end in"

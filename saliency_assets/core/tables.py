@@ -97,7 +97,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         remove_stale_temp_files(path.parent)
         _write_and_rename(path, write)
     except OSError as error:
-        raise WriteError(f"{path}: cannot write ({_reason(error)})") from None
+        raise WriteError(f"{path}: cannot write ({_reason(error, path)})") from None
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -197,9 +197,14 @@ def _keep_mode(path: Path, descriptor: int) -> None:
     os.fchmod(descriptor, mode)
 
 
-def _reason(error: OSError) -> str:
-    """The cause of an I/O error on one line, without the ``[Errno N]`` prefix."""
-    return " ".join((error.strerror or str(error)).split())
+def _reason(error: OSError, path: Path) -> str:
+    """The cause of an I/O error on one line, without the ``[Errno N]`` prefix, naming the file
+    in the way when it is another one (a file where a parent folder should be)."""
+    reason = " ".join((error.strerror or str(error)).split())
+    other = Path(os.fsdecode(error.filename)) if isinstance(error.filename, str | bytes) else None
+    if other is not None and other != path and not _TEMP_NAME.match(other.name):
+        reason += f": {other}"
+    return reason
 
 
 def _read_jsonl(path: Path) -> Table:
