@@ -6,8 +6,9 @@ untouched columns are written back with their own types.
 JSONL input is read strictly and boundedly: every line must be one UTF-8 JSON object of at most
 ``MAX_LINE_BYTES`` bytes with no repeated key, and the first line that is not is reported by
 number before anything is written. A UTF-8 byte order mark at the start is allowed. Rows are
-held in memory, so a Parquet table may have at most ``MAX_TABLE_CELLS`` cells (rows x columns),
-checked from its footer before any row is read: a small file can expand a thousandfold.
+held in memory, so a table's estimated memory (rows and cells) is bounded: a Parquet table's from
+its footer before any row is read (a small file can expand a thousandfold), a JSONL table's as
+its lines are read.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ import pyarrow.parquet as pq
 TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
 MAX_LINE_BYTES = 32 * 1024 * 1024
-# The most cells (rows x columns) a Parquet table may expand to; its rows are all held as dicts.
-MAX_TABLE_CELLS = 50_000_000
+# Every row is held as a dict, so a table's memory is bounded before it is read: about
+# ROW_BYTES per row plus CELL_BYTES per cell (measured with benchmarks/table_memory.py, through
+# read, enrich and write, rounded up), at most MAX_TABLE_GIB (or $SALIENCY_ASSETS_MAX_TABLE_GIB).
+ROW_BYTES = 1200
+CELL_BYTES = 140
+MAX_TABLE_GIB = 8.0
+MAX_TABLE_GIB_ENV = "SALIENCY_ASSETS_MAX_TABLE_GIB"
 _UTF8_BOM = b"\xef\xbb\xbf"
 # Temp files of atomic writes: ".sa-<host digest>-<pid>-<random>.tmp", at most 33 bytes
 # whatever the target's name, so a valid output name never makes an invalid temp name.
@@ -209,12 +215,49 @@ def _reason(error: OSError, path: Path) -> str:
 
 def _read_jsonl(path: Path) -> Table:
     rows = []
+    budget = MemoryBudget(path)
     with path.open("rb") as handle:
         for line_number, line in _jsonl_lines(path, handle):
             text = line.strip()
             if text:
-                rows.append(_parse_jsonl_row(path, line_number, text))
+                row = _parse_jsonl_row(path, line_number, text)
+                budget.take(1, len(row), f"line {line_number}: ")
+                rows.append(row)
     return Table(rows)
+
+
+class MemoryBudget:
+    """The memory a table's rows are estimated to take, refused past the limit with one line
+    naming the file, the limit and how to raise it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.limit_gib = _max_table_gib(path)
+        self.rows = self.cells = 0
+
+    def take(self, rows: int, cells: int, where: str = "") -> None:
+        self.rows += rows
+        self.cells += cells
+        estimate = self.rows * ROW_BYTES + self.cells * CELL_BYTES
+        if estimate > self.limit_gib * 2**30:
+            raise TableError(
+                f"{self.path}: {where}{self.rows} rows with {self.cells} values would take about "
+                f"{estimate / 2**30:.1f} GiB of memory (every row is held), more than the "
+                f"{self.limit_gib:g} GiB allowed; split the table or set {MAX_TABLE_GIB_ENV}"
+            )
+
+
+def _max_table_gib(path: Path) -> float:
+    text = os.environ.get(MAX_TABLE_GIB_ENV, "")
+    if not text:
+        return MAX_TABLE_GIB
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = math.nan
+    if not limit > 0:
+        raise TableError(f"{path}: {MAX_TABLE_GIB_ENV}={text!r} must be a number of GiB above 0")
+    return limit
 
 
 def _jsonl_lines(path: Path, handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -261,8 +304,11 @@ def _read_parquet(path: Path) -> Table:
     try:
         _check_parquet_footer(path, pq.read_metadata(path))
         arrow_table = pq.read_table(path)
-        # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
-        return Table(arrow_table.to_pylist(), arrow_table.schema)
+        table = Table(_rows_of(arrow_table), arrow_table.schema)
+        del arrow_table
+        # Arrow's allocator keeps freed buffers; the rows now hold everything for the whole run.
+        pa.default_memory_pool().release_unused()
+        return table
     except (pa.ArrowException, OSError) as error:
         cause = " ".join(str(error).split())
         raise TableError(f"{path}: cannot read Parquet ({cause})") from None
@@ -270,17 +316,31 @@ def _read_parquet(path: Path) -> Table:
         raise TableError(f"{path}: the table does not fit in memory") from None
 
 
+def _rows_of(arrow_table: pa.Table) -> list[dict[str, Any]]:
+    """``arrow_table.to_pylist()``, with each text column's equal values sharing one string
+    object: a per-frame table repeats its clip path on every row of the clip."""
+    # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
+    columns = [_column_values(column) for column in arrow_table.columns]
+    if not columns:
+        return [{} for _ in range(arrow_table.num_rows)]
+    names = arrow_table.column_names
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    values = column.to_pylist()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        shared: dict[str, str] = {}
+        values = [shared.setdefault(value, value) for value in values]
+    return values
+
+
 def _check_parquet_footer(path: Path, metadata: pq.FileMetaData) -> None:
     names = metadata.schema.to_arrow_schema().names
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise TableError(f"{path}: duplicated column names {duplicated}")
-    cells = metadata.num_rows * max(1, len(names))
-    if cells > MAX_TABLE_CELLS:
-        raise TableError(
-            f"{path}: {metadata.num_rows} rows x {len(names)} columns is more than the "
-            f"{MAX_TABLE_CELLS} cells a table may hold (every row is kept in memory); split it"
-        )
+    MemoryBudget(path).take(metadata.num_rows, metadata.num_rows * len(names))
 
 
 def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
