@@ -1,4 +1,4 @@
-"""Feature tables in and out: JSONL and Parquet in any mix, written atomically.
+"""Feature tables in and out: JSONL and Parquet in any mix, written atomically (``atomic``).
 
 A table is a list of row dicts plus, for Parquet inputs, the Arrow schema it came with, so
 untouched columns are written back with their own types.
@@ -13,21 +13,18 @@ its lines are read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
-import secrets
-import socket
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from saliency_assets.core.atomic import atomic_write
 
 TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
@@ -40,18 +37,10 @@ CELL_BYTES = 140
 MAX_TABLE_GIB = 8.0
 MAX_TABLE_GIB_ENV = "SALIENCY_ASSETS_MAX_TABLE_GIB"
 _UTF8_BOM = b"\xef\xbb\xbf"
-# Temp files of atomic writes: ".sa-<host digest>-<pid>-<random>.tmp", at most 33 bytes
-# whatever the target's name, so a valid output name never makes an invalid temp name.
-_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TEMP_NAME = re.compile(r"^\.sa-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
 
 
 class TableError(ValueError):
     """A table cannot be read or written; the message names the file (and line)."""
-
-
-class WriteError(OSError):
-    """An output could not be written; the message names the file and the reason."""
 
 
 @dataclass
@@ -88,24 +77,6 @@ def write_table(path: Path, table: Table) -> None:
         atomic_write(path, lambda handle: pq.write_table(arrow_table, handle))
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file in the same folder, fsync it, then rename over ``path``.
-
-    The new file gets the mode the umask gives (``0666 & ~umask``), or the mode of the file it
-    replaces. The temp file is hidden, with a short name of fixed length (so a valid ``path``
-    name never grows past the file system's limit), and is removed if the write fails; temp
-    files left by killed writers on this host are removed first. Any failure is a
-    ``WriteError`` naming ``path``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(path.parent)
-        _write_and_rename(path, write)
-    except OSError as error:
-        raise WriteError(f"{path}: cannot write ({_reason(error, path)})") from None
-
-
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Deterministic JSON (indent 2, sorted keys, strict: no NaN) plus a newline, atomically."""
     text = json.dumps(strict_json(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
@@ -136,81 +107,6 @@ def object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
         raise ValueError(f"key {repeated!r} appears more than once in one object")
     return record
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files of writers on this host whose process is gone; return them.
-
-    Only names ``atomic_write`` makes are considered, and a live or unknown writer's file is
-    kept, so a concurrent writer is never disturbed.
-    """
-    removed = []
-    for name in os.listdir(folder):
-        match = _TEMP_NAME.match(name)
-        if match and match["host"] == _HOST_TAG and not _process_alive(int(match["pid"])):
-            (Path(folder) / name).unlink(missing_ok=True)
-            removed.append(Path(folder) / name)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def temp_file_prefix(pid: int | None = None) -> str:
-    """How the names of ``atomic_write``'s temp files start (this host, ``pid``)."""
-    return f".sa-{_HOST_TAG}-{os.getpid() if pid is None else pid}-"
-
-
-def _write_and_rename(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    descriptor, temp_path = _create_temp(path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            _keep_mode(path, handle.fileno())
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        Path(temp_path).unlink(missing_ok=True)
-        raise
-
-
-def _create_temp(folder: Path) -> tuple[int, Path]:
-    """A new hidden file opened for writing; created with mode 0666 so the umask applies
-    (mkstemp's 0600 would make every output private)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    while True:
-        temp_path = folder / f"{temp_file_prefix()}{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(temp_path, flags, 0o666), temp_path
-        except FileExistsError:
-            continue
-
-
-def _keep_mode(path: Path, descriptor: int) -> None:
-    """A file that is replaced keeps its permission bits."""
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return
-    os.fchmod(descriptor, mode)
-
-
-def _reason(error: OSError, path: Path) -> str:
-    """The cause of an I/O error on one line, without the ``[Errno N]`` prefix, naming the file
-    in the way when it is another one (a file where a parent folder should be)."""
-    reason = " ".join((error.strerror or str(error)).split())
-    other = Path(os.fsdecode(error.filename)) if isinstance(error.filename, str | bytes) else None
-    if other is not None and other != path and not _TEMP_NAME.match(other.name):
-        reason += f": {other}"
-    return reason
 
 
 def _read_jsonl(path: Path) -> Table:
