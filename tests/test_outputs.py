@@ -239,6 +239,20 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_temp(tmp_path, tabl
         assert stat.S_IMODE((folder / "out.jsonl").stat().st_mode) == 0o640
 
 
+def test_full_disk_under_a_batch_report_keeps_the_tables(tmp_path, table):
+    manifest = write_manifest(
+        tmp_path / "batch.json", [{"id": "a", "input": "in.jsonl", "output": "out.jsonl"}]
+    )
+    with full_folder(tmp_path / "full") as folder:
+        report = folder / "report.md"
+        done = run_cli("batch", "--manifest", str(manifest), "--report-md", str(report))
+        assert done.returncode == 1, done.stderr
+        assert TRACEBACK not in done.stderr
+        assert f"report not written: {report}: cannot write (No space left" in done.stderr
+        assert sorted(os.listdir(folder)) == ["filler", "out.jsonl"]
+    assert read_jsonl(tmp_path / "out.jsonl")[0]["saliency_status"] == "ok"
+
+
 # --- permissions ----------------------------------------------------------------------------
 
 
