@@ -188,6 +188,20 @@ def test_stderr_piped_into_head_changes_nothing(tmp_path, clip_dir):
     assert json.loads(audit.read_text())["summary"]["failed"] == 1
 
 
+def test_closed_stderr_descriptor_changes_nothing(tmp_path, table):
+    """Started with descriptor 2 closed (``2>&-``): the run's messages go nowhere (not onto
+    stdout, which print() falls back to), and the table and audit are written."""
+    output, audit = tmp_path / "out.jsonl", tmp_path / "audit.json"
+    command = (
+        f"{sys.executable} -m saliency_assets.cli materialize --input {table} --output {output}"
+        f" --audit-json {audit} 2>&-"
+    )
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout == "", done.stdout
+    assert read_jsonl(output)[0]["saliency_status"] == "ok"
+    assert json.loads(audit.read_text())["summary"]["ok"] == 1
+
+
 # --- full disk ------------------------------------------------------------------------------
 
 

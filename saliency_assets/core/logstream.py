@@ -57,7 +57,13 @@ class LogStream:
 
 @contextmanager
 def failure_proof_std_streams() -> Iterator[None]:
-    """``sys.stdout`` and ``sys.stderr`` as ``LogStream`` for the duration of a command."""
+    """``sys.stdout`` and ``sys.stderr`` as ``LogStream`` for the duration of a command.
+
+    A standard descriptor that was closed (``2>&-``) is opened on ``/dev/null`` first: else the
+    next file opened (an output's temp file) would take its number and receive what any library
+    or child process writes to stderr.
+    """
+    _open_closed_std_descriptors()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _wrapped(sys.stdout), _wrapped(sys.stderr)
     try:
@@ -66,9 +72,22 @@ def failure_proof_std_streams() -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
+def _open_closed_std_descriptors() -> None:
+    for descriptor in (0, 1, 2):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != descriptor:
+                os.dup2(devnull, descriptor)
+                os.close(devnull)
+
+
 def _wrapped(stream: TextIO | None) -> Any:
-    if stream is None or isinstance(stream, LogStream):
+    if isinstance(stream, LogStream):
         return stream
+    if stream is None:  # Python started with the descriptor closed: nothing reads it
+        stream = open(os.devnull, "w")
     return LogStream(stream)
 
 
