@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +37,8 @@ CELL_BYTES = 140
 MAX_TABLE_GIB = 8.0
 MAX_TABLE_GIB_ENV = "SALIENCY_ASSETS_MAX_TABLE_GIB"
 _UTF8_BOM = b"\xef\xbb\xbf"
+# Rows of kept columns turned back into Python objects at a time, when JSONL is written.
+_KEPT_BATCH_ROWS = 4096
 
 
 class TableError(ValueError):
@@ -47,6 +49,9 @@ class TableError(ValueError):
 class Table:
     rows: list[dict[str, Any]]
     schema: pa.Schema | None = None
+    # The columns of a Parquet input read with ``row_columns`` that are not in ``rows``: they
+    # stay columnar (Arrow) and are written back as read, never becoming Python objects.
+    kept: pa.Table | None = None
 
 
 def table_format(path: Path) -> str:
@@ -57,13 +62,17 @@ def table_format(path: Path) -> str:
     return suffix[1:]
 
 
-def read_table(path: Path) -> Table:
-    """Read every row; a malformed file is a TableError naming the file and line."""
+def read_table(path: Path, row_columns: Collection[str] | None = None) -> Table:
+    """Read every row; a malformed file is a TableError naming the file and line.
+
+    With ``row_columns``, a Parquet table's rows hold only those of its columns, and the others
+    stay in ``Table.kept`` (a row dict and an object per cell cost ~10x the Arrow column).
+    """
     path = Path(path)
     kind = table_format(path)
     if not path.is_file():
         raise TableError(f"{path}: input table does not exist or is not a file")
-    return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+    return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path, row_columns)
 
 
 def write_table(path: Path, table: Table) -> None:
@@ -71,7 +80,7 @@ def write_table(path: Path, table: Table) -> None:
     path = Path(path)
     kind = table_format(path)
     if kind == "jsonl":
-        atomic_write(path, lambda handle: _write_jsonl(handle, table.rows))
+        atomic_write(path, lambda handle: _write_jsonl(handle, _whole_rows(table)))
     else:
         arrow_table = _to_arrow(path, table)
         atomic_write(path, lambda handle: pq.write_table(arrow_table, handle))
@@ -196,11 +205,15 @@ def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dic
     return value
 
 
-def _read_parquet(path: Path) -> Table:
+def _read_parquet(path: Path, row_columns: Collection[str] | None) -> Table:
     try:
         _check_parquet_footer(path, pq.read_metadata(path))
         arrow_table = pq.read_table(path)
-        table = Table(_rows_of(arrow_table), arrow_table.schema)
+        names = arrow_table.column_names
+        in_rows = names if row_columns is None else [name for name in names if name in row_columns]
+        kept = None if row_columns is None else arrow_table.drop_columns(in_rows)
+        rows = _rows_of(arrow_table.select(in_rows), arrow_table.num_rows)
+        table = Table(rows, arrow_table.schema, kept)
         del arrow_table
         # Arrow's allocator keeps freed buffers; the rows now hold everything for the whole run.
         pa.default_memory_pool().release_unused()
@@ -212,13 +225,13 @@ def _read_parquet(path: Path) -> Table:
         raise TableError(f"{path}: the table does not fit in memory") from None
 
 
-def _rows_of(arrow_table: pa.Table) -> list[dict[str, Any]]:
+def _rows_of(arrow_table: pa.Table, num_rows: int) -> list[dict[str, Any]]:
     """``arrow_table.to_pylist()``, with each text column's equal values sharing one string
     object: a per-frame table repeats its clip path on every row of the clip."""
     # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
     columns = [_column_values(column) for column in arrow_table.columns]
     if not columns:
-        return [{} for _ in range(arrow_table.num_rows)]
+        return [{} for _ in range(num_rows)]
     names = arrow_table.column_names
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
@@ -239,7 +252,31 @@ def _check_parquet_footer(path: Path, metadata: pq.FileMetaData) -> None:
     MemoryBudget(path).take(metadata.num_rows, metadata.num_rows * len(names))
 
 
-def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
+def _whole_rows(table: Table) -> Iterator[dict[str, Any]]:
+    """The rows with their kept columns back in, in the input's column order, a batch at a
+    time (so the kept columns never all become Python objects at once)."""
+    if table.kept is None or table.kept.num_columns == 0:
+        yield from table.rows
+        return
+    rows = iter(table.rows)
+    for batch in table.kept.to_batches(max_chunksize=_KEPT_BATCH_ROWS):
+        for kept_row in batch.to_pylist():
+            yield _merged_row(next(rows), kept_row, table.schema.names)
+
+
+def _merged_row(row: dict[str, Any], kept_row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    merged = {}
+    for name in names:
+        if name in row:
+            merged[name] = row[name]
+        elif name in kept_row:
+            merged[name] = kept_row[name]
+    for name, value in row.items():
+        merged.setdefault(name, value)
+    return merged
+
+
+def _write_jsonl(handle: BinaryIO, rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         line = json.dumps(
             strict_json(row),
@@ -265,10 +302,15 @@ def _to_arrow(path: Path, table: Table) -> pa.Table:
     """Columns in first-seen order; columns of the input schema keep their Arrow types (and
     are kept even when the table has no rows)."""
     names = _column_order(table.rows, table.schema)
+    kept = table.kept.column_names if table.kept is not None else []
+    in_rows = set().union(*table.rows) if kept else set()
     arrays = []
     for name in names:
         try:
-            arrays.append(_column_array(table.rows, name, table.schema))
+            if name in kept and name not in in_rows:
+                arrays.append(table.kept.column(name))
+            else:
+                arrays.append(_typed_array(name, _column_values_of(table, name), table.schema))
         except UnicodeEncodeError:
             raise TableError(
                 f"{path}: column {name!r} holds text that is not valid Unicode (a lone "
@@ -285,8 +327,16 @@ def _column_order(rows: list[dict[str, Any]], schema: pa.Schema | None) -> list[
     return list(seen)
 
 
-def _column_array(rows: list[dict[str, Any]], name: str, schema: pa.Schema | None) -> pa.Array:
-    values = [row.get(name) for row in rows]
+def _column_values_of(table: Table, name: str) -> list[Any]:
+    """A column's values from the rows, or, for a kept column a row also holds (the engine
+    wrote it), the row's value where it has one and the kept value elsewhere."""
+    if table.kept is None or name not in table.kept.column_names:
+        return [row.get(name) for row in table.rows]
+    kept_values = table.kept.column(name).to_pylist()
+    return [row.get(name, kept) for row, kept in zip(table.rows, kept_values, strict=True)]
+
+
+def _typed_array(name: str, values: list[Any], schema: pa.Schema | None) -> pa.Array:
     if schema is not None and schema.get_field_index(name) >= 0:
         field_type = schema.field(name).type
         try:
