@@ -79,11 +79,7 @@ def _reject_materialize_overwrites(
 
     inputs = [("--input", args.input), *config_inputs(config, model.path, flag)]
     outputs = [("--audit-json", args.audit_json), ("--output", args.output)]
-    reject_overwrites(
-        inputs,
-        [(label, path) for label, path in outputs if path is not None],
-        config_stores(config, flag),
-    )
+    reject_overwrites(inputs, outputs, config_stores(config, flag))
 
 
 def run_batch_command(args: argparse.Namespace, argv: list[str]) -> int:
@@ -91,11 +87,10 @@ def run_batch_command(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         manifest = load_manifest(args.manifest, args.base_dir)
         models = prepare_models(manifest)
-        reports = [("--report-json", args.report_json), ("--report-md", args.report_md)]
         reject_manifest_overwrites(
             manifest,
             {table_id: model.path for table_id, model in models.items()},
-            [(label, path) for label, path in reports if path is not None],
+            [("--report-json", args.report_json), ("--report-md", args.report_md)],
         )
     except ConfigError as error:
         return _fail("saliency batch manifest error", error, 2, prefix_only=True)

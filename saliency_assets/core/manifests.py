@@ -97,9 +97,7 @@ def _table_files(table: TableSpec, model_path: Path | None) -> tuple[list, list,
         return f"table {table.table_id!r} {key}"
 
     inputs = [(name("input"), table.input), *config_inputs(table.config, model_path, name)]
-    outputs = [(name("output"), table.output)]
-    if table.audit_json is not None:
-        outputs.append((name("audit_json"), table.audit_json))
+    outputs = [(name("output"), table.output), (name("audit_json"), table.audit_json)]
     return inputs, outputs, config_stores(table.config, name)
 
 

@@ -16,8 +16,8 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.results_store import default_store_dir
 
-# A file the run reads or writes, with the flag or manifest key that names it.
-LabelledPath = tuple[str, Path]
+# A file the run reads or writes, with the flag or manifest key that names it (None: not given).
+LabelledPath = tuple[str, Path | None]
 # How a setting is named in messages: "--model-path" on the command line, "table 'a'
 # model_path" in a manifest.
 Naming = Callable[[str], str]
@@ -29,7 +29,8 @@ def reject_overwrites(
     stores: list[LabelledPath] = (),
 ) -> None:
     """ConfigError naming both files when an output is an input or another output, or a
-    results store is an input or an output or holds an input."""
+    results store is an input or an output or holds an input. Paths that are None are skipped."""
+    inputs, outputs = _given(inputs), _given(outputs)
     read = {}
     for label, path in inputs:
         read.setdefault(file_identity(path), (label, path))
@@ -75,6 +76,10 @@ def config_stores(config: MaterializeConfig, name: Naming) -> list[LabelledPath]
     if config.results_store == "default":
         return [(name("results_store"), default_store_dir())]
     return [(name("results_store"), Path(config.results_store))]
+
+
+def _given(paths: list[LabelledPath]) -> list[LabelledPath]:
+    return [(label, path) for label, path in paths if path is not None]
 
 
 def _reject_store_clash(
