@@ -3,6 +3,10 @@
 import json
 import math
 import os
+import re
+import socket
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -175,3 +179,18 @@ def test_parquet_rows_share_repeated_text_and_equal_to_pylist(tmp_path):
     rows = read_table(path).rows
     assert rows == source.to_pylist()
     assert rows[0]["src"] is rows[1]["src"] and rows[0]["big"] is rows[1]["big"]
+
+
+def test_stale_temp_files_of_the_old_naming_are_removed_too(tmp_path):
+    """Temp files named by versions before the fixed-length names (".<target>.<host>.<pid>.
+    <random>.tmp") of a dead writer on this host are removed by the next write; a live
+    writer's are kept."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".out.jsonl.{host}.{int(dead.stdout)}.k3j4h5.tmp"
+    live = tmp_path / f".out.jsonl.{host}.{os.getpid()}.a1b2c3.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    write_table(tmp_path / "out.jsonl", Table([{"a": 1}]))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [live.name, "out.jsonl"]

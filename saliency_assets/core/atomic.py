@@ -23,6 +23,9 @@ from typing import BinaryIO
 # whatever the target's name, so a valid output name never makes an invalid temp name.
 _HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TEMP_NAME = re.compile(r"^\.sa-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
+# Versions before 2026-11-30 named them ".<target>.<host>.<pid>.<random>.tmp".
+_LEGACY_HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_LEGACY_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
 class WriteError(OSError):
@@ -49,11 +52,20 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     """
     removed = []
     for name in os.listdir(folder):
-        match = _TEMP_NAME.match(name)
-        if match and match["host"] == _HOST_TAG and not _process_alive(int(match["pid"])):
+        pid = _writer_on_this_host(name)
+        if pid is not None and not _process_alive(pid):
             (Path(folder) / name).unlink(missing_ok=True)
             removed.append(Path(folder) / name)
     return removed
+
+
+def _writer_on_this_host(name: str) -> int | None:
+    """The process id in a temp file name made by this host's writers, else None."""
+    for pattern, host in ((_TEMP_NAME, _HOST_TAG), (_LEGACY_TEMP_NAME, _LEGACY_HOST_TAG)):
+        match = pattern.match(name)
+        if match and match["host"] == host:
+            return int(match["pid"])
+    return None
 
 
 def _process_alive(pid: int) -> bool:
