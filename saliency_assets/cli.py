@@ -20,6 +20,7 @@ from saliency_assets.core.config import (
     parse_inference_size,
 )
 from saliency_assets.core.forkserver import start_forkserver
+from saliency_assets.core.logstream import failure_proof_std_streams
 from saliency_assets.interrupts import Interrupted, stop_signals_raise
 
 PROG = "saliency-assets"
@@ -29,11 +30,13 @@ WORKER_COMMANDS = {"materialize", "batch"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        with stop_signals_raise():
-            return _run(list(sys.argv[1:] if argv is None else argv))
-    except Interrupted as interrupted:
-        return interrupted.report(PROG)
+    # A reader that has gone away (``2>&1 | head -1``) must not change what the command does.
+    with failure_proof_std_streams():
+        try:
+            with stop_signals_raise():
+                return _run(list(sys.argv[1:] if argv is None else argv))
+        except Interrupted as interrupted:
+            return interrupted.report(PROG)
 
 
 def _run(argv: list[str]) -> int:

@@ -7,7 +7,6 @@ audit and reports with their provenance, and turn errors into the exit codes the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -15,7 +14,9 @@ from saliency_assets.core.batch import prepare_models, run_batch, summary_line
 from saliency_assets.core.config import CONFIG_FIELDS, MaterializeConfig, validate_config
 from saliency_assets.core.engine import prepare_model
 from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.manifests import load_manifest
+from saliency_assets.core.manifests import load_manifest, reject_manifest_overwrites
+from saliency_assets.core.model import ModelChoice
+from saliency_assets.core.overwrites import config_inputs, config_stores, reject_overwrites
 from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
 from saliency_assets.core.reports import render_markdown
 from saliency_assets.core.table_run import (
@@ -39,16 +40,13 @@ def run_materialize(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         table_format(args.input)
         table_format(args.output)
-        if args.audit_json is not None and os.path.realpath(args.audit_json) == os.path.realpath(
-            args.output
-        ):
-            raise ConfigError(f"--audit-json and --output are the same file {args.output}")
         config = config_from_args(args)
         model = prepare_model(config)
+        _reject_materialize_overwrites(args, config, model)
     except (ConfigError, TableError) as error:
         return _fail("saliency materialize", error, 2)
     try:
-        run = materialize_table(args.input, args.output, config, model)
+        run = materialize_table(args.input, args.output, config, model, log=sys.stderr)
     except (TableError, OSError) as error:
         return _fail("saliency materialize", error, 1)
     print(summary_line(run.summary), file=sys.stderr)
@@ -73,11 +71,27 @@ def run_materialize(args: argparse.Namespace, argv: list[str]) -> int:
     return 0 if run.summary["failed"] == 0 else 1
 
 
+def _reject_materialize_overwrites(
+    args: argparse.Namespace, config: MaterializeConfig, model: ModelChoice
+) -> None:
+    def flag(key: str) -> str:
+        return "--" + key.replace("_", "-")
+
+    inputs = [("--input", args.input), *config_inputs(config, model.path, flag)]
+    outputs = [("--audit-json", args.audit_json), ("--output", args.output)]
+    reject_overwrites(inputs, outputs, config_stores(config, flag))
+
+
 def run_batch_command(args: argparse.Namespace, argv: list[str]) -> int:
     started = utc_now()
     try:
         manifest = load_manifest(args.manifest, args.base_dir)
         models = prepare_models(manifest)
+        reject_manifest_overwrites(
+            manifest,
+            {table_id: model.path for table_id, model in models.items()},
+            [("--report-json", args.report_json), ("--report-md", args.report_md)],
+        )
     except ConfigError as error:
         return _fail("saliency batch manifest error", error, 2, prefix_only=True)
     if not manifest.tables:
@@ -86,7 +100,7 @@ def run_batch_command(args: argparse.Namespace, argv: list[str]) -> int:
             "nothing to do",
             file=sys.stderr,
         )
-    report = run_batch(manifest, models, args.allow_row_failures, args.fail_fast)
+    report = run_batch(manifest, models, args.allow_row_failures, args.fail_fast, log=sys.stderr)
     totals = report.summary()
     print(
         f"saliency batch materialize: tables={totals['tables']} total={totals['total']} "

@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.tables import write_text_atomic
 
 DEMO_FRAMES = 12
 DEMO_RATE = 25
@@ -55,7 +56,7 @@ def generate_demo_corpus(workdir: Path) -> Path:
         )
     rows.append({"src": "missing_clip.mp4", "frame": 0, "width": 320, "height": 180})
     table = Path(workdir) / "features.jsonl"
-    table.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    write_text_atomic(table, "".join(json.dumps(row) + "\n" for row in rows))
     return table
 
 

@@ -42,7 +42,7 @@ from support.clips import (
     write_garbage,
 )
 
-from saliency_assets.core.tables import MAX_LINE_BYTES, MAX_TABLE_CELLS
+from saliency_assets.core.tables import MAX_LINE_BYTES, MAX_TABLE_GIB_ENV
 
 DECODE_TIMEOUT = "20"
 # Far below the address-space cap: a case that gets near the cap fails here, not as a status.
@@ -667,9 +667,13 @@ def parquet_input(table_of: Callable[[Path], pa.Table]) -> Callable[[Path, Path]
     return write
 
 
+# One row less than the old 50,000,000-cell cap allowed: about 96 KB that expands to ~40 GiB.
+BOMB_ROWS = 49_999_999
+
+
 def parquet_bomb(path: Path, clip: Path) -> None:
     """A file of a few hundred kilobytes whose rows, held as dicts, would need tens of GB."""
-    pq.write_table(pa.table({"src": pa.nulls(MAX_TABLE_CELLS + 1, pa.string())}), path)
+    pq.write_table(pa.table({"src": pa.nulls(BOMB_ROWS, pa.string())}), path)
 
 
 def empty_parquet_kept(folder: Path, run: CommandRun) -> None:
@@ -844,7 +848,8 @@ TABLE_CASES = [
         "Parquet decompression bomb",
         with_input(parquet_bomb, table="in.parquet"),
         1,
-        rf"in.parquet: {MAX_TABLE_CELLS + 1} rows x 1 columns is more than the {MAX_TABLE_CELLS}",
+        rf"in.parquet: {BOMB_ROWS} rows with {BOMB_ROWS} values would take about .* GiB of "
+        rf"memory .*more than the 8 GiB allowed; split the table or set {MAX_TABLE_GIB_ENV}$",
         bounded_rejection,
     ),
     CommandCase(
@@ -894,11 +899,15 @@ TABLE_CASES = [
         "output is a folder",
         folder_in_the_way,
         1,
-        r"Is a directory: .*out.jsonl",
+        r"out.jsonl: cannot write \(Is a directory\)",
         clip_results_kept_beside_the_folder,
     ),
     CommandCase(
-        "output under a file", file_in_the_way, 1, r"File exists: 'blocker'", clip_results_kept
+        "output under a file",
+        file_in_the_way,
+        1,
+        r"blocker/out.jsonl: cannot write \(File exists: blocker\)",
+        clip_results_kept,
     ),
     CommandCase(
         "input of another format", materialize(table="in.csv"), 2, r"in.csv: a table must end in"

@@ -17,7 +17,7 @@ import pytest
 from support.bounded import group_members, run_command, start_command, write_report_line
 from support.clips import make_clip
 
-from saliency_assets.core.tables import remove_stale_temp_files, temp_file_prefix
+from saliency_assets.core.atomic import remove_stale_temp_files, temp_file_prefix
 
 CLIPS = 96  # three flushes of the engine's 32-result batches
 ROWS_PER_CLIP = 2
@@ -101,8 +101,8 @@ def test_temp_files_of_killed_writers_are_hidden_and_cleaned(corpus, tmp_path):
     clips, table = corpus
     output = tmp_path / "out" / "out.jsonl"
     output.parent.mkdir()
-    stale = output.parent / f"{temp_file_prefix(output, dead_process_id())}abcd1234.tmp"
-    live = output.parent / f"{temp_file_prefix(output, os.getpid())}efgh5678.tmp"
+    stale = output.parent / f"{temp_file_prefix(dead_process_id())}abcd1234.tmp"
+    live = output.parent / f"{temp_file_prefix(os.getpid())}efgh5678.tmp"
     stale.write_text('{"src": "half a ro')
     live.write_text('{"src": "being written')
     done = run_command(materialize_args(table, clips, output, tmp_path / "store"))

@@ -3,12 +3,24 @@
 import json
 import math
 import os
+import re
+import socket
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from saliency_assets.core.tables import Table, TableError, read_table, write_table
+from saliency_assets.core.tables import (
+    CELL_BYTES,
+    MAX_TABLE_GIB_ENV,
+    ROW_BYTES,
+    Table,
+    TableError,
+    read_table,
+    write_table,
+)
 
 
 def test_jsonl_roundtrip_keeps_rows_and_order(tmp_path):
@@ -104,3 +116,81 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):
         write_table(out, Table([{"ok": 1}, {"bad": Unwritable()}]))
     assert out.read_text() == "previous\n"
     assert os.listdir(tmp_path) == ["out.jsonl"]
+
+
+def per_frame_table(rows: int, features: int) -> pa.Table:
+    columns = {"src": pa.array([f"clip_{index // 300:04d}.mp4" for index in range(rows)])}
+    for feature in range(features):
+        columns[f"feature_{feature:02d}"] = pa.nulls(rows, pa.float64())
+    return pa.table(columns)
+
+
+def test_a_150000_row_per_frame_table_passes_the_memory_bound(tmp_path):
+    path = tmp_path / "per_frame.parquet"
+    pq.write_table(per_frame_table(150_000, 30), path)
+    rows = read_table(path).rows
+    assert len(rows) == 150_000 and len(rows[0]) == 31
+
+
+def test_a_parquet_table_past_the_memory_bound_is_refused_unread(tmp_path, monkeypatch):
+    """Rows cost memory even with one column: 49,999,999 one-cell rows (under the old cap of
+    50,000,000 cells) are refused from the footer, and the override raises the bound."""
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"src": pa.nulls(49_999_999, pa.string())}), path)
+    with pytest.raises(TableError) as refused:
+        read_table(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: 49999999 rows with 49999999 values would take about")
+    assert "more than the 8 GiB allowed" in message and MAX_TABLE_GIB_ENV in message
+    monkeypatch.setenv(MAX_TABLE_GIB_ENV, "0.001")
+    pq.write_table(per_frame_table(1000, 1), path)
+    with pytest.raises(TableError, match="more than the 0.001 GiB allowed"):
+        read_table(path)
+
+
+def test_a_jsonl_table_past_the_memory_bound_is_refused_while_streaming(tmp_path, monkeypatch):
+    """The bound holds 100.5 two-key rows: the 101st line is refused, and named."""
+    monkeypatch.setenv(MAX_TABLE_GIB_ENV, str(100.5 * (ROW_BYTES + 2 * CELL_BYTES) / 2**30))
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps({"src": "a.mp4", "x": index}) + "\n" for index in range(150)]
+    path.write_text("".join(lines))
+    with pytest.raises(TableError, match=rf"^{path}: line 101: 101 rows with 202 values"):
+        read_table(path)
+
+
+def test_a_bad_memory_bound_is_an_error_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(MAX_TABLE_GIB_ENV, "lots")
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": 1}\n')
+    with pytest.raises(TableError, match=f"{MAX_TABLE_GIB_ENV}='lots' must be a number"):
+        read_table(path)
+
+
+def test_parquet_rows_share_repeated_text_and_equal_to_pylist(tmp_path):
+    source = pa.table(
+        {
+            "src": ["a.mp4", "a.mp4", None, "b.mp4"],
+            "tags": [["x"], [], None, ["y", "z"]],
+            "big": pa.array(["p", "p", "q", None], pa.large_string()),
+        }
+    )
+    path = tmp_path / "in.parquet"
+    pq.write_table(source, path)
+    rows = read_table(path).rows
+    assert rows == source.to_pylist()
+    assert rows[0]["src"] is rows[1]["src"] and rows[0]["big"] is rows[1]["big"]
+
+
+def test_stale_temp_files_of_the_old_naming_are_removed_too(tmp_path):
+    """Temp files named by versions before the fixed-length names (".<target>.<host>.<pid>.
+    <random>.tmp") of a dead writer on this host are removed by the next write; a live
+    writer's are kept."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".out.jsonl.{host}.{int(dead.stdout)}.k3j4h5.tmp"
+    live = tmp_path / f".out.jsonl.{host}.{os.getpid()}.a1b2c3.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    write_table(tmp_path / "out.jsonl", Table([{"a": 1}]))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [live.name, "out.jsonl"]

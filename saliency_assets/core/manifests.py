@@ -20,6 +20,12 @@ from saliency_assets.core.config import (
     results_store_scheme,
 )
 from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.overwrites import (
+    LabelledPath,
+    config_inputs,
+    config_stores,
+    reject_overwrites,
+)
 from saliency_assets.core.tables import parse_json_object, table_format
 
 TABLE_KEYS = ("id", "input", "output", "audit_json")
@@ -58,7 +64,42 @@ def load_manifest(path: Path, base_dir: Path | None = None) -> Manifest:
         raise ConfigError("manifest tables must be an array")
     tables = [_table(index, entry, defaults, base) for index, entry in enumerate(entries)]
     _reject_duplicates(tables)
-    return Manifest(path, base, tables)
+    manifest = Manifest(path, base, tables)
+    reject_manifest_overwrites(manifest)
+    return manifest
+
+
+def reject_manifest_overwrites(
+    manifest: Manifest,
+    model_paths: dict[str, Path] | None = None,
+    reports: list[LabelledPath] = (),
+) -> None:
+    """ConfigError when any table's output, audit or store, or a report, would write over the
+    manifest, any table's input or model (``model_paths`` by table id, else the configured
+    ``model_path``), or another output. Chaining tables through a file is refused too: a rerun
+    would overwrite the later table's input."""
+    inputs: list[LabelledPath] = [("manifest", manifest.path)]
+    outputs = list(reports)
+    stores: dict[Path, str] = {}  # one check per folder, however many tables share it
+    for table in manifest.tables:
+        model_path = (model_paths or {}).get(table.table_id, table.config.model_path)
+        table_inputs, table_outputs, table_stores = _table_files(table, model_path)
+        inputs += table_inputs
+        outputs += table_outputs
+        for label, store in table_stores:
+            stores.setdefault(store, label)
+    reject_overwrites(inputs, outputs, [(label, store) for store, label in stores.items()])
+
+
+def _table_files(table: TableSpec, model_path: Path | None) -> tuple[list, list, list]:
+    """The files one table reads, the files it writes, and its results store."""
+
+    def name(key: str) -> str:
+        return f"table {table.table_id!r} {key}"
+
+    inputs = [(name("input"), table.input), *config_inputs(table.config, model_path, name)]
+    outputs = [(name("output"), table.output), (name("audit_json"), table.audit_json)]
+    return inputs, outputs, config_stores(table.config, name)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

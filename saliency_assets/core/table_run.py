@@ -7,15 +7,17 @@ so a table comes out the same whichever way it was run.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.config import CONFIG_FIELDS, MaterializeConfig
 from saliency_assets.core.engine import ClipRunner, MaterializeOutcome, materialize_rows
 from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.provenance import describe_path
 from saliency_assets.core.results_store import ClipResultStore, store_for
+from saliency_assets.core.rows import MEAN_COLUMN, VAR_COLUMN
 from saliency_assets.core.tables import Table, read_table, write_json_atomic, write_table
 
 AUDIT_SCHEMA = "saliency-materializer-audit-v1"
@@ -49,10 +51,36 @@ def materialize_table(
     """
     if store == "from-config":
         store = store_for(config, log)
-    table = read_table(input_path)
-    outcome = materialize_rows(table.rows, config, model, runner=runner, store=store, log=log)
-    write_table(output_path, Table(outcome.rows, table.schema))
+    table = _read_for_engine(input_path, config)
+    rows = _handed_over(table.rows)
+    outcome = materialize_rows(rows, config, model, runner=runner, store=store, log=log)
+    write_table(output_path, Table(outcome.rows, table.schema, table.kept))
     return TableRun(Path(input_path), Path(output_path), config, model, outcome)
+
+
+def _read_for_engine(path: Path, config: MaterializeConfig) -> Table:
+    """The table, its rows holding only the columns the engine reads or writes (the others stay
+    columnar). Without the path column every column is kept in the rows: the engine's warning
+    lists them all."""
+    table = read_table(path, row_columns=engine_columns(config))
+    if table.kept is not None and config.path_column not in table.schema.names:
+        return read_table(path)
+    return table
+
+
+def engine_columns(config: MaterializeConfig) -> set[str]:
+    """Every column a row's enrichment may read or write: the configured ones (path, geometry,
+    pixel format, status and metadata) and the saliency values."""
+    named = {getattr(config, field) for field in CONFIG_FIELDS if field.endswith("_column")}
+    return {name for name in named if name} | {MEAN_COLUMN, VAR_COLUMN}
+
+
+def _handed_over(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each row, dropped from ``rows`` as it is handed over: the engine enriches copies, and
+    the originals would otherwise stay alive beside them, doubling the table's memory."""
+    for index, row in enumerate(rows):
+        rows[index] = None
+        yield row
 
 
 def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:

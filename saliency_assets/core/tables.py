@@ -1,4 +1,4 @@
-"""Feature tables in and out: JSONL and Parquet in any mix, written atomically.
+"""Feature tables in and out: JSONL and Parquet in any mix, written atomically (``atomic``).
 
 A table is a list of row dicts plus, for Parquet inputs, the Arrow schema it came with, so
 untouched columns are written back with their own types.
@@ -6,8 +6,9 @@ untouched columns are written back with their own types.
 JSONL input is read strictly and boundedly: every line must be one UTF-8 JSON object of at most
 ``MAX_LINE_BYTES`` bytes with no repeated key, and the first line that is not is reported by
 number before anything is written. A UTF-8 byte order mark at the start is allowed. Rows are
-held in memory, so a Parquet table may have at most ``MAX_TABLE_CELLS`` cells (rows x columns),
-checked from its footer before any row is read: a small file can expand a thousandfold.
+held in memory, so a table's estimated memory (rows and cells) is bounded: a Parquet table's from
+its footer before any row is read (a small file can expand a thousandfold), a JSONL table's as
+its lines are read.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import socket
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,15 +24,21 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core.atomic import atomic_write
+
 TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
 MAX_LINE_BYTES = 32 * 1024 * 1024
-# The most cells (rows x columns) a Parquet table may expand to; its rows are all held as dicts.
-MAX_TABLE_CELLS = 50_000_000
+# Every row is held as a dict, so a table's memory is bounded before it is read: about
+# ROW_BYTES per row plus CELL_BYTES per cell (measured with benchmarks/table_memory.py, through
+# read, enrich and write, rounded up), at most MAX_TABLE_GIB (or $SALIENCY_ASSETS_MAX_TABLE_GIB).
+ROW_BYTES = 1200
+CELL_BYTES = 140
+MAX_TABLE_GIB = 8.0
+MAX_TABLE_GIB_ENV = "SALIENCY_ASSETS_MAX_TABLE_GIB"
 _UTF8_BOM = b"\xef\xbb\xbf"
-# Temp files of atomic writes: ".<target>.<host>.<pid>.<random>.tmp".
-_HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# Rows of kept columns turned back into Python objects at a time, when JSONL is written.
+_KEPT_BATCH_ROWS = 4096
 
 
 class TableError(ValueError):
@@ -46,6 +49,9 @@ class TableError(ValueError):
 class Table:
     rows: list[dict[str, Any]]
     schema: pa.Schema | None = None
+    # The columns of a Parquet input read with ``row_columns`` that are not in ``rows``: they
+    # stay columnar (Arrow) and are written back as read, never becoming Python objects.
+    kept: pa.Table | None = None
 
 
 def table_format(path: Path) -> str:
@@ -56,13 +62,17 @@ def table_format(path: Path) -> str:
     return suffix[1:]
 
 
-def read_table(path: Path) -> Table:
-    """Read every row; a malformed file is a TableError naming the file and line."""
+def read_table(path: Path, row_columns: Collection[str] | None = None) -> Table:
+    """Read every row; a malformed file is a TableError naming the file and line.
+
+    With ``row_columns``, a Parquet table's rows hold only those of its columns, and the others
+    stay in ``Table.kept`` (a row dict and an object per cell cost ~10x the Arrow column).
+    """
     path = Path(path)
     kind = table_format(path)
     if not path.is_file():
         raise TableError(f"{path}: input table does not exist or is not a file")
-    return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+    return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path, row_columns)
 
 
 def write_table(path: Path, table: Table) -> None:
@@ -70,27 +80,10 @@ def write_table(path: Path, table: Table) -> None:
     path = Path(path)
     kind = table_format(path)
     if kind == "jsonl":
-        atomic_write(path, lambda handle: _write_jsonl(handle, table.rows))
+        atomic_write(path, lambda handle: _write_jsonl(handle, _whole_rows(table)))
     else:
         arrow_table = _to_arrow(path, table)
         atomic_write(path, lambda handle: pq.write_table(arrow_table, handle))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file in the same folder, fsync it, then rename over ``path``.
-
-    The temp file is hidden and named after this host and process; temp files left in the
-    folder by killed writers on this host are removed first.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path.parent)
-    with _temp_beside(path) as (handle, temp_path):
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        os.replace(temp_path, path)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -125,57 +118,51 @@ def object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files of writers on this host whose process is gone; return them.
-
-    Only names ``atomic_write`` makes are considered, and a live or unknown writer's file is
-    kept, so a concurrent writer is never disturbed.
-    """
-    removed = []
-    for name in os.listdir(folder):
-        match = _TEMP_NAME.match(name)
-        if match and match["host"] == _HOST_TAG and not _process_alive(int(match["pid"])):
-            (Path(folder) / name).unlink(missing_ok=True)
-            removed.append(Path(folder) / name)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def temp_file_prefix(path: Path, pid: int | None = None) -> str:
-    """How the names of ``atomic_write``'s temp files for ``path`` start (this host, ``pid``)."""
-    return f".{Path(path).name}.{_HOST_TAG}.{os.getpid() if pid is None else pid}."
-
-
-@contextmanager
-def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
-    fd, temp_path = tempfile.mkstemp(prefix=temp_file_prefix(path), suffix=".tmp", dir=path.parent)
-    handle = os.fdopen(fd, "wb")
-    try:
-        yield handle, temp_path
-    finally:
-        if not handle.closed:
-            handle.close()
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-
-
 def _read_jsonl(path: Path) -> Table:
     rows = []
+    budget = MemoryBudget(path)
     with path.open("rb") as handle:
         for line_number, line in _jsonl_lines(path, handle):
             text = line.strip()
             if text:
-                rows.append(_parse_jsonl_row(path, line_number, text))
+                row = _parse_jsonl_row(path, line_number, text)
+                budget.take(1, len(row), f"line {line_number}: ")
+                rows.append(row)
     return Table(rows)
+
+
+class MemoryBudget:
+    """The memory a table's rows are estimated to take, refused past the limit with one line
+    naming the file, the limit and how to raise it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.limit_gib = _max_table_gib(path)
+        self.rows = self.cells = 0
+
+    def take(self, rows: int, cells: int, where: str = "") -> None:
+        self.rows += rows
+        self.cells += cells
+        estimate = self.rows * ROW_BYTES + self.cells * CELL_BYTES
+        if estimate > self.limit_gib * 2**30:
+            raise TableError(
+                f"{self.path}: {where}{self.rows} rows with {self.cells} values would take about "
+                f"{estimate / 2**30:.1f} GiB of memory (every row is held), more than the "
+                f"{self.limit_gib:g} GiB allowed; split the table or set {MAX_TABLE_GIB_ENV}"
+            )
+
+
+def _max_table_gib(path: Path) -> float:
+    text = os.environ.get(MAX_TABLE_GIB_ENV, "")
+    if not text:
+        return MAX_TABLE_GIB
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = math.nan
+    if not limit > 0:
+        raise TableError(f"{path}: {MAX_TABLE_GIB_ENV}={text!r} must be a number of GiB above 0")
+    return limit
 
 
 def _jsonl_lines(path: Path, handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -218,12 +205,19 @@ def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dic
     return value
 
 
-def _read_parquet(path: Path) -> Table:
+def _read_parquet(path: Path, row_columns: Collection[str] | None) -> Table:
     try:
         _check_parquet_footer(path, pq.read_metadata(path))
         arrow_table = pq.read_table(path)
-        # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
-        return Table(arrow_table.to_pylist(), arrow_table.schema)
+        names = arrow_table.column_names
+        in_rows = names if row_columns is None else [name for name in names if name in row_columns]
+        kept = None if row_columns is None else arrow_table.drop_columns(in_rows)
+        rows = _rows_of(arrow_table.select(in_rows), arrow_table.num_rows)
+        table = Table(rows, arrow_table.schema, kept)
+        del arrow_table
+        # Arrow's allocator keeps freed buffers; the rows now hold everything for the whole run.
+        pa.default_memory_pool().release_unused()
+        return table
     except (pa.ArrowException, OSError) as error:
         cause = " ".join(str(error).split())
         raise TableError(f"{path}: cannot read Parquet ({cause})") from None
@@ -231,20 +225,58 @@ def _read_parquet(path: Path) -> Table:
         raise TableError(f"{path}: the table does not fit in memory") from None
 
 
+def _rows_of(arrow_table: pa.Table, num_rows: int) -> list[dict[str, Any]]:
+    """``arrow_table.to_pylist()``, with each text column's equal values sharing one string
+    object: a per-frame table repeats its clip path on every row of the clip."""
+    # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
+    columns = [_column_values(column) for column in arrow_table.columns]
+    if not columns:
+        return [{} for _ in range(num_rows)]
+    names = arrow_table.column_names
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    values = column.to_pylist()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        shared: dict[str, str] = {}
+        values = [shared.setdefault(value, value) for value in values]
+    return values
+
+
 def _check_parquet_footer(path: Path, metadata: pq.FileMetaData) -> None:
     names = metadata.schema.to_arrow_schema().names
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise TableError(f"{path}: duplicated column names {duplicated}")
-    cells = metadata.num_rows * max(1, len(names))
-    if cells > MAX_TABLE_CELLS:
-        raise TableError(
-            f"{path}: {metadata.num_rows} rows x {len(names)} columns is more than the "
-            f"{MAX_TABLE_CELLS} cells a table may hold (every row is kept in memory); split it"
-        )
+    MemoryBudget(path).take(metadata.num_rows, metadata.num_rows * len(names))
 
 
-def _write_jsonl(handle: BinaryIO, rows: list[dict[str, Any]]) -> None:
+def _whole_rows(table: Table) -> Iterator[dict[str, Any]]:
+    """The rows with their kept columns back in, in the input's column order, a batch at a
+    time (so the kept columns never all become Python objects at once)."""
+    if table.kept is None or table.kept.num_columns == 0:
+        yield from table.rows
+        return
+    rows = iter(table.rows)
+    for batch in table.kept.to_batches(max_chunksize=_KEPT_BATCH_ROWS):
+        for kept_row in batch.to_pylist():
+            yield _merged_row(next(rows), kept_row, table.schema.names)
+
+
+def _merged_row(row: dict[str, Any], kept_row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    merged = {}
+    for name in names:
+        if name in row:
+            merged[name] = row[name]
+        elif name in kept_row:
+            merged[name] = kept_row[name]
+    for name, value in row.items():
+        merged.setdefault(name, value)
+    return merged
+
+
+def _write_jsonl(handle: BinaryIO, rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         line = json.dumps(
             strict_json(row),
@@ -270,10 +302,15 @@ def _to_arrow(path: Path, table: Table) -> pa.Table:
     """Columns in first-seen order; columns of the input schema keep their Arrow types (and
     are kept even when the table has no rows)."""
     names = _column_order(table.rows, table.schema)
+    kept = table.kept.column_names if table.kept is not None else []
+    in_rows = set().union(*table.rows) if kept else set()
     arrays = []
     for name in names:
         try:
-            arrays.append(_column_array(table.rows, name, table.schema))
+            if name in kept and name not in in_rows:
+                arrays.append(table.kept.column(name))
+            else:
+                arrays.append(_typed_array(name, _column_values_of(table, name), table.schema))
         except UnicodeEncodeError:
             raise TableError(
                 f"{path}: column {name!r} holds text that is not valid Unicode (a lone "
@@ -290,8 +327,16 @@ def _column_order(rows: list[dict[str, Any]], schema: pa.Schema | None) -> list[
     return list(seen)
 
 
-def _column_array(rows: list[dict[str, Any]], name: str, schema: pa.Schema | None) -> pa.Array:
-    values = [row.get(name) for row in rows]
+def _column_values_of(table: Table, name: str) -> list[Any]:
+    """A column's values from the rows, or, for a kept column a row also holds (the engine
+    wrote it), the row's value where it has one and the kept value elsewhere."""
+    if table.kept is None or name not in table.kept.column_names:
+        return [row.get(name) for row in table.rows]
+    kept_values = table.kept.column(name).to_pylist()
+    return [row.get(name, kept) for row, kept in zip(table.rows, kept_values, strict=True)]
+
+
+def _typed_array(name: str, values: list[Any], schema: pa.Schema | None) -> pa.Array:
     if schema is not None and schema.get_field_index(name) >= 0:
         field_type = schema.field(name).type
         try:

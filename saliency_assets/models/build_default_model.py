@@ -57,6 +57,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from saliency_assets.core.atomic import atomic_write
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 OPSET_VERSION = 17
@@ -148,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = build_model()
     onnx.checker.check_model(model, full_check=True)
-    args.output.write_bytes(model.SerializeToString())
+    serialized = model.SerializeToString()
+    atomic_write(args.output, lambda handle: handle.write(serialized))
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
 
 
