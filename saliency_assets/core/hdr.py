@@ -1,0 +1,224 @@
+"""HDR sources (PQ and HLG) turned into the SDR picture saliency models were trained on.
+
+The stream's tags say which transfer it uses; the conversion is a 3D LUT that FFmpeg's
+``lut3d`` filter applies inside the decoder's own filter graph, so no frame passes through
+Python. The LUT is computed here once per clip format (transfer, primaries, source peak) and
+kept as a content-addressed ``.cube`` file, shared by every clip, worker and run with that format.
+
+What the LUT does, per BT.2408 / BT.2390 (display-referred mapping):
+
+1. PQ code values to display light in cd/m²; HLG through its inverse OETF and the BT.2100 OOTF
+   of a 1000 cd/m² reference display (system gamma 1.2), which puts 75 % HLG at 203 cd/m².
+2. The BT.2390 EETF in the PQ domain, from the source's peak (mastering display or content
+   light level metadata, else 1000 cd/m²) down to the HDR reference white, 203 cd/m²: shadows
+   and mid-tones are untouched, highlights roll off smoothly instead of clipping.
+3. 203 cd/m² becomes SDR 100 %; BT.2020 primaries become BT.709 (BT.2087's matrix, out-of-gamut
+   light clipped); the BT.1886 display's inverse (gamma 1/2.4) gives BT.709 code values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TRANSFER_SDR, TRANSFER_PQ, TRANSFER_HLG = "sdr", "pq", "hlg"
+# --hdr / the manifest's "hdr": convert HDR sources, or read their code values as SDR (as the
+# older tool did, for reproducing its numbers).
+HDR_TONEMAP, HDR_OFF = "tonemap", "off"
+HDR_MODES = (HDR_TONEMAP, HDR_OFF)
+UNMAPPED_SUFFIX = "-unmapped"
+
+# AVColorTransferCharacteristic / AVColorPrimaries codes, and ffprobe's names for them.
+AVCOL_TRC_SMPTE2084, AVCOL_TRC_ARIB_STD_B67 = 16, 18
+AVCOL_PRI_BT2020 = 9
+TRANSFER_BY_TRC = {AVCOL_TRC_SMPTE2084: TRANSFER_PQ, AVCOL_TRC_ARIB_STD_B67: TRANSFER_HLG}
+TRC_BY_NAME = {"smpte2084": AVCOL_TRC_SMPTE2084, "arib-std-b67": AVCOL_TRC_ARIB_STD_B67}
+PRIMARIES_BY_NAME = {"bt2020": AVCOL_PRI_BT2020}
+
+REFERENCE_WHITE_NITS = 203.0  # BT.2408: HDR reference white = SDR 100 %
+DEFAULT_PEAK_NITS = 1000.0  # BT.2408's typical mastering peak; HLG's reference display
+HLG_SYSTEM_GAMMA = 1.2  # BT.2100 at a 1000 cd/m² nominal peak
+BT1886_GAMMA = 2.4
+LUT_SIZE = 65
+LUT_DIR_NAME = "saliency-assets-luts"
+
+# SMPTE ST 2084 constants.
+PQ_M1, PQ_M2 = 2610 / 16384, 2523 / 4096 * 128
+PQ_C1, PQ_C2, PQ_C3 = 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
+PQ_MAX_NITS = 10000.0
+# BT.2100 HLG constants.
+HLG_A = 0.17883277
+HLG_B = 1 - 4 * HLG_A
+HLG_C = 0.5 - HLG_A * np.log(4 * HLG_A)
+BT2020_LUMA = np.array([0.2627, 0.6780, 0.0593])
+# BT.2087: linear BT.709 RGB -> linear BT.2020 RGB; its inverse takes BT.2020 back.
+BT709_TO_BT2020 = np.array(
+    [[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]]
+)
+BT2020_TO_BT709 = np.linalg.inv(BT709_TO_BT2020)
+
+
+@dataclass(frozen=True)
+class HdrFormat:
+    """What the conversion of one clip format depends on."""
+
+    transfer: str  # TRANSFER_PQ or TRANSFER_HLG
+    bt2020: bool  # BT.2020 primaries (else already BT.709)
+    peak_nits: float  # the brightest light the source claims; the EETF's starting range
+
+
+def transfer_of(color_trc: int) -> str:
+    """``pq``, ``hlg`` or ``sdr`` for an AVColorTransferCharacteristic code."""
+    return TRANSFER_BY_TRC.get(color_trc, TRANSFER_SDR)
+
+
+def hdr_format(
+    color_trc: int,
+    color_primaries: int,
+    mastering_peak_nits: float | None = None,
+    max_cll_nits: float | None = None,
+) -> HdrFormat | None:
+    """The clip format to convert, or ``None`` for SDR sources.
+
+    The source peak is the content light level (MaxCLL) when stated, else the mastering
+    display's peak, else 1000 cd/m²; HLG is scene-referred, so it always uses its reference
+    display's 1000 cd/m².
+    """
+    transfer = transfer_of(color_trc)
+    if transfer == TRANSFER_SDR:
+        return None
+    peak = DEFAULT_PEAK_NITS
+    if transfer == TRANSFER_PQ:
+        peak = max_cll_nits or mastering_peak_nits or DEFAULT_PEAK_NITS
+    return HdrFormat(transfer, color_primaries == AVCOL_PRI_BT2020, float(peak))
+
+
+def recorded_transfer(transfer: str, mode: str) -> str:
+    """What a row records: the source's transfer, marked when HDR was read as SDR (``off``)."""
+    if transfer == TRANSFER_SDR or mode == HDR_TONEMAP:
+        return transfer
+    return transfer + UNMAPPED_SUFFIX
+
+
+def mastering_peak(side_data: bytes) -> float | None:
+    """The peak luminance of an ``AVMasteringDisplayMetadata`` blob, when it has one."""
+    # display_primaries[3][2], white_point[2], min_luminance: AVRationals; then max_luminance,
+    # then has_primaries and has_luminance (ints).
+    if len(side_data) < 88:
+        return None
+    numerator, denominator = struct.unpack_from("<ii", side_data, 72)
+    (has_luminance,) = struct.unpack_from("<i", side_data, 84)
+    if not has_luminance or denominator <= 0 or numerator <= 0:
+        return None
+    return numerator / denominator
+
+
+def max_content_light(side_data: bytes) -> float | None:
+    """MaxCLL of an ``AVContentLightMetadata`` blob (0 means unknown)."""
+    if len(side_data) < 4:
+        return None
+    (max_cll,) = struct.unpack_from("<I", side_data, 0)
+    return float(max_cll) or None
+
+
+def lut3d_args(fmt: HdrFormat) -> str:
+    """The ``lut3d`` filter's arguments for ``fmt`` (the LUT file is written on first use)."""
+    return f"file={_escaped(lut_file(fmt))}:interp=tetrahedral"
+
+
+def lut_file(fmt: HdrFormat, size: int = LUT_SIZE) -> Path:
+    """The ``.cube`` file of ``fmt``'s conversion, written atomically once and then reused."""
+    text = cube_text(sdr_lut(fmt, size))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / LUT_DIR_NAME
+    path = folder / f"{fmt.transfer}-{digest}.cube"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{path.name}.{os.getpid()}.tmp"
+        partial.write_text(text)
+        os.replace(partial, path)
+    return path
+
+
+def sdr_lut(fmt: HdrFormat, size: int = LUT_SIZE) -> np.ndarray:
+    """``(size**3, 3)`` BT.709 SDR code values for a grid of HDR RGB code values, red fastest
+    (the ``.cube`` order)."""
+    axis = np.linspace(0.0, 1.0, size)
+    blue, green, red = np.meshgrid(axis, axis, axis, indexing="ij")
+    codes = np.stack([red.ravel(), green.ravel(), blue.ravel()], axis=1)
+    return sdr_from_hdr(codes, fmt)
+
+
+def sdr_from_hdr(codes: np.ndarray, fmt: HdrFormat) -> np.ndarray:
+    """BT.709 SDR code values in [0, 1] of ``(..., 3)`` PQ or HLG RGB code values."""
+    nits = pq_to_nits(codes) if fmt.transfer == TRANSFER_PQ else hlg_to_nits(codes)
+    mapped = pq_to_nits(eetf(nits_to_pq(nits), fmt.peak_nits, REFERENCE_WHITE_NITS))
+    relative = mapped / REFERENCE_WHITE_NITS
+    if fmt.bt2020:
+        relative = relative @ BT2020_TO_BT709.T
+    return np.clip(relative, 0.0, 1.0) ** (1 / BT1886_GAMMA)
+
+
+def pq_to_nits(codes: np.ndarray) -> np.ndarray:
+    """SMPTE ST 2084 EOTF: PQ code values to cd/m²."""
+    power = np.clip(codes, 0.0, 1.0) ** (1 / PQ_M2)
+    linear = np.maximum(power - PQ_C1, 0.0) / (PQ_C2 - PQ_C3 * power)
+    return PQ_MAX_NITS * linear ** (1 / PQ_M1)
+
+
+def nits_to_pq(nits: np.ndarray) -> np.ndarray:
+    """SMPTE ST 2084 inverse EOTF: cd/m² to PQ code values."""
+    linear = (np.clip(nits, 0.0, PQ_MAX_NITS) / PQ_MAX_NITS) ** PQ_M1
+    return ((PQ_C1 + PQ_C2 * linear) / (1 + PQ_C3 * linear)) ** PQ_M2
+
+
+def hlg_to_nits(codes: np.ndarray) -> np.ndarray:
+    """BT.2100 HLG inverse OETF and OOTF on a 1000 cd/m² display: display light in cd/m²."""
+    signal = np.clip(codes, 0.0, 1.0)
+    scene = np.where(
+        signal <= 0.5,
+        signal**2 / 3,
+        (np.exp((signal - HLG_C) / HLG_A) + HLG_B) / 12,
+    )
+    luminance = scene @ BT2020_LUMA
+    gain = np.power(np.maximum(luminance, 1e-12), HLG_SYSTEM_GAMMA - 1)[..., None]
+    return DEFAULT_PEAK_NITS * gain * scene
+
+
+def eetf(pq_codes: np.ndarray, source_peak_nits: float, target_peak_nits: float) -> np.ndarray:
+    """BT.2390's EETF: PQ values of a source peaking at ``source_peak_nits`` fitted under
+    ``target_peak_nits`` (source and target black at 0), with the hermite-spline knee."""
+    source_peak = nits_to_pq(np.float64(source_peak_nits))
+    if source_peak_nits <= target_peak_nits:
+        return np.minimum(pq_codes, source_peak)
+    normalised = np.minimum(pq_codes / source_peak, 1.0)
+    max_lum = nits_to_pq(np.float64(target_peak_nits)) / source_peak
+    knee = 1.5 * max_lum - 0.5
+    t = (normalised - knee) / (1 - knee)
+    spline = (
+        (2 * t**3 - 3 * t**2 + 1) * knee
+        + (t**3 - 2 * t**2 + t) * (1 - knee)
+        + (-2 * t**3 + 3 * t**2) * max_lum
+    )
+    return np.where(normalised < knee, normalised, spline) * source_peak
+
+
+def cube_text(table: np.ndarray) -> str:
+    """A ``.cube`` file holding ``table`` (``(size**3, 3)``, red fastest)."""
+    size = round(len(table) ** (1 / 3))
+    rows = "\n".join(f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in table.tolist())
+    return f"LUT_3D_SIZE {size}\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 1 1\n{rows}\n"
+
+
+def _escaped(path: Path) -> str:
+    """``path`` as one filter option value: backslash before the option syntax's specials."""
+    text = str(path)
+    for special in ("\\", "'", ":"):
+        text = text.replace(special, "\\" + special)
+    return text
