@@ -324,8 +324,7 @@ def tonemap_filters(
     value_range = "pc" if colour.full_range else "tv"
     flags = AREA_SCALE_FLAGS if inference else HDR_RESAMPLE_FLAGS
     to_rgb = (
-        f"w={width}:h={height}:flags={flags}"
-        f":in_color_matrix={colour.matrix}:in_range={value_range}"
+        f"w={width}:h={height}:flags={flags}:in_color_matrix={colour.matrix}:in_range={value_range}"
     )
     pix_fmt, out_range = (INFERENCE_PIX_FMT, "pc") if inference else (NATIVE_PIX_FMT, "tv")
     to_yuv = f"flags={HDR_RESAMPLE_FLAGS}:out_color_matrix=bt709:out_range={out_range}"

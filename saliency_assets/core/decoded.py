@@ -67,9 +67,10 @@ class DecodedClip:
     number of frames in the whole clip when known. ``rotation`` is the display matrix's
     counter-clockwise angle as ffprobe reports it, normalised to 0/90/180/270 (the frames have
     been turned upright). ``decoder`` names the backend: ``"pyav"``, ``"rawvideo"`` or
-    ``"ffmpeg-binary:<path>"``. ``transfer`` is what the frames were made from: ``sdr``, ``pq`` or
-    ``hlg`` (converted to SDR), or ``pq-unmapped``/``hlg-unmapped`` (read as SDR, ``hdr="off"``). ``indices`` are the sampled frames delivered; ``frames`` holds
-    them only when the decode kept them (no sink of the caller's was given).
+    ``"ffmpeg-binary:<path>"``. ``indices`` are the sampled frames delivered; ``frames`` holds
+    them only when the decode kept them (no sink of the caller's was given). ``transfer`` is
+    what the frames were made from: ``sdr``, ``pq`` or ``hlg`` (converted to SDR), or
+    ``pq-unmapped``/``hlg-unmapped`` (read as SDR under ``hdr="off"``).
     """
 
     indices: list[int]

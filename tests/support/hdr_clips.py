@@ -122,7 +122,9 @@ def make_scene_clip(path: Path, width: int, height: int, frames: int) -> Path:
         for index in range(frames):
             rgb = _scene(rows, cols, index)
             frame = av.VideoFrame.from_ndarray(np.round(rgb * 255).astype(np.uint8), "rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+            frame = frame.reformat(
+                format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG"
+            )
             frame.pts, frame.time_base = index, Fraction(1, RATE)
             for packet in stream.encode(frame):
                 container.mux(packet)
