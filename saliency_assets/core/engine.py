@@ -76,6 +76,7 @@ class MaterializeOutcome:
     summary: MaterializeSummary
     clips: int
     reused_clips: int = 0
+    clips_by_transfer: dict[str, int] = field(default_factory=dict)  # of the ok clips
 
 
 def prepare_model(config: MaterializeConfig) -> ModelChoice:
@@ -109,7 +110,11 @@ def materialize_rows(
     metadata = RowMetadata.from_config(config, model.model_id)
     summary = _join_results(enriched, plan, results, config, metadata)
     _warn_if_all_missing(summary, config, log)
-    return MaterializeOutcome(enriched, summary, len(plan.clips), computed.reused)
+    ok_results = (result for result in computed.results.values() if result.ok)
+    by_transfer = Counter(result.transfer or "unknown" for result in ok_results)
+    return MaterializeOutcome(
+        enriched, summary, len(plan.clips), computed.reused, dict(sorted(by_transfer.items()))
+    )
 
 
 @dataclass

@@ -82,6 +82,7 @@ def settings_digest(config: MaterializeConfig) -> str:
         "temporal_aggregator": config.temporal_aggregator,
         "ema_alpha": config.ema_alpha,
         "decoder": "ffmpeg-binary" if config.ffmpeg_bin else "pyav",
+        "hdr": config.hdr,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
