@@ -42,6 +42,7 @@ _SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("height", pa.int64()),
         ("computed_at", pa.float64()),
+        ("transfer", pa.string()),
     ]
 )
 
@@ -160,6 +161,7 @@ def _record(key: ResultKey, result: ClipResult) -> dict:
         "width": result.width,
         "height": result.height,
         "computed_at": time.time(),
+        "transfer": result.transfer,
     }
 
 
@@ -198,4 +200,5 @@ def _result_of(record: dict) -> ClipResult:
         record["frames_used"],
         record["width"],
         record["height"],
+        record["transfer"],  # null in parts written before it was kept
     )
