@@ -30,13 +30,14 @@ BT2020_KR, BT2020_KB = 0.2627, 0.0593
 HLG_A, HLG_B, HLG_C = 0.17883277, 0.28466892, 0.55991073
 
 
-def make_hdr_rendition(sdr_clip: Path, path: Path, transfer: str) -> Path:
-    """Write ``sdr_clip``'s frames to ``path`` as 10-bit BT.2020 ``pq`` or ``hlg`` HEVC."""
+def make_hdr_rendition(sdr_clip: Path, path: Path, transfer: str, x265_params: str = "") -> Path:
+    """Write ``sdr_clip``'s frames to ``path`` as 10-bit BT.2020 ``pq`` or ``hlg`` HEVC, losslessly;
+    ``x265_params`` adds encoder parameters (e.g. mastering display metadata)."""
     with av.open(str(sdr_clip)) as source, av.open(str(path), "w") as target:
         stream = None
         for index, frame in enumerate(source.decode(video=0)):
             if stream is None:
-                stream = _hdr_stream(target, frame.width, frame.height, transfer)
+                stream = _hdr_stream(target, frame.width, frame.height, transfer, x265_params)
             code_values = hdr_code_values(sdr_rgb(frame), transfer)
             hdr_frame = planes_to_frame(bt2020_yuv420p10(code_values), "yuv420p10le")
             hdr_frame.pts, hdr_frame.time_base = index, Fraction(1, RATE)
@@ -95,11 +96,12 @@ def _halved(plane: np.ndarray) -> np.ndarray:
     return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).mean(axis=(1, 3))
 
 
-def _hdr_stream(container, width: int, height: int, transfer: str):
+def _hdr_stream(container, width: int, height: int, transfer: str, x265_params: str):
     stream = container.add_stream("libx265", rate=RATE)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
     stream.time_base = Fraction(1, RATE)
-    stream.options = {"preset": "ultrafast", "x265-params": "lossless=1:log-level=error"}
+    params = ":".join(filter(None, ["lossless=1:log-level=error", x265_params]))
+    stream.options = {"preset": "ultrafast", "x265-params": params}
     context = stream.codec_context
     context.colorspace, context.color_primaries = BT2020_NCL, BT2020_PRIMARIES
     context.color_trc, context.color_range = TRC_CODES[transfer], LIMITED
