@@ -4,7 +4,6 @@ clip once tone-mapped, in both modes and both decoder backends, and far from it 
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from saliency_assets.core.hdr import (
     HdrFormat,
     eetf,
     hdr_format,
+    lut_file,
     nits_to_pq,
     pq_to_nits,
     sdr_from_hdr,
@@ -209,14 +209,11 @@ def test_sdr_clip_tagged_bt2020_is_not_tone_mapped(tmp_path):
     assert decoded.transfer == "sdr"
 
 
-def test_lut_files_are_shared_between_clips_of_one_format(renditions, tmp_path, monkeypatch):
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    plan = SamplingPlan(max_frames=2, frame_samples=2, inference_size=96)
-    decode_clip(ClipSource(renditions["pq"]), plan)
-    decode_clip(ClipSource(renditions["pq"]), plan)
-    decode_clip(ClipSource(renditions["hlg"]), plan)
-    luts = sorted(os.listdir(tmp_path / "saliency-assets-luts"))
-    assert len(luts) == 2 and luts[0].startswith("hlg-") and luts[1].startswith("pq-")
+def test_one_lut_file_per_format_rewritten_if_it_goes_away():
+    pq_format = HdrFormat("pq", True, 1000.0)
+    first = lut_file(pq_format)
+    assert lut_file(HdrFormat("pq", True, 1000.0)) == first
+    assert lut_file(HdrFormat("pq", True, 4000.0)) != first
+    assert lut_file(HdrFormat("hlg", True, 1000.0)).name.startswith("hlg-")
+    first.unlink()  # a temp-folder cleaner ran
+    assert lut_file(pq_format) == first and first.is_file()

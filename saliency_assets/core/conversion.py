@@ -43,6 +43,8 @@ RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.B
 # HDR frames pass lut3d as 16-bit planar RGB, so 10-bit code values keep their precision.
 HDR_RGB_PIX_FMT = "gbrp16le"
 HDR_RESAMPLE_FLAGS = "bicubic+accurate_rnd+bitexact"
+HDR_GRAPHS_KEPT = 4  # configured tone-mapping graphs a process keeps, least recently used out
+_HDR_GRAPHS: dict[tuple, av.filter.Graph] = {}
 
 # AVColorSpace codes -> the matrix used; anything else counts as untagged. Constant-luminance
 # BT.2020 (10) has no matrix form; its non-constant-luminance matrix is the nearest.
@@ -254,15 +256,15 @@ class FrameConverter:
         return self._graph
 
     def _build_graph(self, frame: av.VideoFrame) -> av.filter.Graph:
-        graph = av.filter.Graph()
-        graph.threads = self.threads
-        source = graph.add("buffer", _buffer_args(frame))
-        chain = [source]
-        for name, args in self._filters_for(frame):
-            chain.append(graph.add(name, args))
-        chain.append(graph.add("buffersink"))
-        graph.link_nodes(*chain)
-        graph.configure()
+        spec = (_buffer_args(frame), tuple(self._filters_for(frame)), self.threads)
+        if self.hdr_format is None:
+            return _configured_graph(spec)
+        # lut3d reads its LUT file when configured (~0.2 s for 65³ points): a worker keeps the
+        # graphs of the HDR formats it met and reuses them for every clip of that format.
+        graph = _HDR_GRAPHS.pop(spec, None) or _configured_graph(spec)
+        _HDR_GRAPHS[spec] = graph
+        while len(_HDR_GRAPHS) > HDR_GRAPHS_KEPT:
+            _HDR_GRAPHS.pop(next(iter(_HDR_GRAPHS)))
         return graph
 
     def _filters_for(self, frame: av.VideoFrame) -> list[tuple[str, str | None]]:
@@ -298,6 +300,19 @@ def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:
         f":in_color_matrix={matrix}:out_color_matrix={matrix}"
         f":in_range={value_range}:out_range={value_range}"
     )
+
+
+def _configured_graph(spec: tuple) -> av.filter.Graph:
+    buffer_args, filters, threads = spec
+    graph = av.filter.Graph()
+    graph.threads = threads
+    chain = [graph.add("buffer", buffer_args)]
+    for name, args in filters:
+        chain.append(graph.add(name, args))
+    chain.append(graph.add("buffersink"))
+    graph.link_nodes(*chain)
+    graph.configure()
+    return graph
 
 
 def hdr_format_of_frame(frame: av.VideoFrame) -> HdrFormat | None:

@@ -18,6 +18,7 @@ What the LUT does, per BT.2408 / BT.2390 (display-referred mapping):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -133,7 +134,17 @@ def lut3d_args(fmt: HdrFormat) -> str:
 
 
 def lut_file(fmt: HdrFormat, size: int = LUT_SIZE) -> Path:
-    """The ``.cube`` file of ``fmt``'s conversion, written atomically once and then reused."""
+    """The ``.cube`` file of ``fmt``'s conversion, computed once per process and format, written
+    atomically once and then shared (it is named by its content); rewritten if it went away."""
+    path = _written_lut(fmt, size)
+    if not path.is_file():
+        _written_lut.cache_clear()
+        path = _written_lut(fmt, size)
+    return path
+
+
+@functools.cache
+def _written_lut(fmt: HdrFormat, size: int) -> Path:
     text = cube_text(sdr_lut(fmt, size))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / LUT_DIR_NAME
