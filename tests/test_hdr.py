@@ -25,7 +25,7 @@ from saliency_assets.core.hdr import (
     HdrFormat,
     eetf,
     hdr_format,
-    lut_file,
+    lut_files,
     nits_to_pq,
     pq_to_nits,
     sdr_from_hdr,
@@ -209,11 +209,12 @@ def test_sdr_clip_tagged_bt2020_is_not_tone_mapped(tmp_path):
     assert decoded.transfer == "sdr"
 
 
-def test_one_lut_file_per_format_rewritten_if_it_goes_away():
+def test_one_pair_of_lut_files_per_format_rewritten_if_they_go_away():
     pq_format = HdrFormat("pq", True, 1000.0)
-    first = lut_file(pq_format)
-    assert lut_file(HdrFormat("pq", True, 1000.0)) == first
-    assert lut_file(HdrFormat("pq", True, 4000.0)) != first
-    assert lut_file(HdrFormat("hlg", True, 1000.0)).name.startswith("hlg-")
-    first.unlink()  # a temp-folder cleaner ran
-    assert lut_file(pq_format) == first and first.is_file()
+    shaper, colour = lut_files(pq_format)
+    assert lut_files(HdrFormat("pq", True, 1000.0)) == (shaper, colour)
+    brighter = lut_files(HdrFormat("pq", True, 4000.0))
+    assert brighter[0] != shaper
+    assert all(path.name.startswith("hlg-") for path in lut_files(HdrFormat("hlg", True, 1e3)))
+    shaper.unlink()  # a temp-folder cleaner ran
+    assert lut_files(pq_format) == (shaper, colour) and shaper.is_file()

@@ -23,8 +23,8 @@ from .decoded import DecodedFrame, SourceFacts
 from .hdr import (
     HDR_TONEMAP,
     HdrFormat,
+    conversion_filters,
     hdr_format,
-    lut3d_args,
     mastering_peak,
     max_content_light,
     recorded_transfer,
@@ -346,7 +346,10 @@ def tonemap_filters(
     return [
         ("scale", to_rgb),
         ("format", f"pix_fmts={HDR_RGB_PIX_FMT}"),
-        ("lut3d", lut3d_args(fmt)),
+        *conversion_filters(fmt),
+        # To 8 bits before the matrix: from 16-bit RGB swscale dithers, which adds noise of
+        # about one code value to every pixel that an SDR source does not have.
+        ("format", "pix_fmts=gbrp"),
         ("scale", to_yuv),
         ("format", f"pix_fmts={pix_fmt}"),
     ]

@@ -1,9 +1,10 @@
 """HDR sources (PQ and HLG) turned into the SDR picture saliency models were trained on.
 
-The stream's tags say which transfer it uses; the conversion is a 3D LUT that FFmpeg's
-``lut3d`` filter applies inside the decoder's own filter graph, so no frame passes through
-Python. The LUT is computed here once per clip format (transfer, primaries, source peak) and
-kept as a content-addressed ``.cube`` file, shared by every clip, worker and run with that format.
+The stream's tags say which transfer it uses; the conversion is a per-channel 1D LUT (the tone
+curve) and a 3D LUT (the colour change) that FFmpeg's ``lut1d`` and ``lut3d`` filters apply
+inside the decoder's own filter graph, so no frame passes through Python. The LUTs are computed
+here once per clip format (transfer, primaries, source peak) and kept as content-addressed
+``.cube`` files, shared by every clip, worker and run with that format.
 
 What the LUT does, per BT.2408 / BT.2390 (display-referred mapping):
 
@@ -46,7 +47,8 @@ REFERENCE_WHITE_NITS = 203.0  # BT.2408: HDR reference white = SDR 100 %
 DEFAULT_PEAK_NITS = 1000.0  # BT.2408's typical mastering peak; HLG's reference display
 HLG_SYSTEM_GAMMA = 1.2  # BT.2100 at a 1000 cd/m² nominal peak
 BT1886_GAMMA = 2.4
-LUT_SIZE = 65
+LUT_SIZE = 33  # the 3D LUT's grid; only the gamut change is left to it (see shaper_table)
+SHAPER_SIZE = 65536  # one entry per 16-bit input level
 LUT_DIR_NAME = "saliency-assets-luts"
 
 # SMPTE ST 2084 constants.
@@ -128,27 +130,38 @@ def max_content_light(side_data: bytes) -> float | None:
     return float(max_cll) or None
 
 
-def lut3d_args(fmt: HdrFormat) -> str:
-    """The ``lut3d`` filter's arguments for ``fmt`` (the LUT file is written on first use)."""
-    return f"file={_escaped(lut_file(fmt))}:interp=tetrahedral"
+def conversion_filters(fmt: HdrFormat) -> list[tuple[str, str]]:
+    """The ``lut1d`` and ``lut3d`` filters converting 16-bit RGB of ``fmt`` to SDR BT.709 (the
+    LUT files are written on first use)."""
+    shaper, colour = lut_files(fmt)
+    return [
+        ("lut1d", f"file={_escaped(shaper)}:interp=linear"),
+        ("lut3d", f"file={_escaped(colour)}:interp=tetrahedral"),
+    ]
 
 
-def lut_file(fmt: HdrFormat, size: int = LUT_SIZE) -> Path:
-    """The ``.cube`` file of ``fmt``'s conversion, computed once per process and format, written
-    atomically once and then shared (it is named by its content); rewritten if it went away."""
-    path = _written_lut(fmt, size)
-    if not path.is_file():
-        _written_lut.cache_clear()
-        path = _written_lut(fmt, size)
-    return path
+def lut_files(fmt: HdrFormat) -> tuple[Path, Path]:
+    """The shaper (1D) and colour (3D) ``.cube`` files of ``fmt``'s conversion: computed once
+    per process and format, written atomically once and shared (named by their content), and
+    rewritten if they went away."""
+    paths = _written_luts(fmt)
+    if not all(path.is_file() for path in paths):
+        _written_luts.cache_clear()
+        paths = _written_luts(fmt)
+    return paths
 
 
 @functools.cache
-def _written_lut(fmt: HdrFormat, size: int) -> Path:
-    text = cube_text(sdr_lut(fmt, size))
+def _written_luts(fmt: HdrFormat) -> tuple[Path, Path]:
+    shaper = cube_text(shaper_table(fmt)[:, None].repeat(3, axis=1), "LUT_1D_SIZE")
+    colour = cube_text(colour_table(fmt), "LUT_3D_SIZE")
+    return _written(fmt.transfer, shaper), _written(fmt.transfer, colour)
+
+
+def _written(prefix: str, text: str) -> Path:
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / LUT_DIR_NAME
-    path = folder / f"{fmt.transfer}-{digest}.cube"
+    path = folder / f"{prefix}-{digest}.cube"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{path.name}.{os.getpid()}.tmp"
@@ -157,13 +170,26 @@ def _written_lut(fmt: HdrFormat, size: int) -> Path:
     return path
 
 
-def sdr_lut(fmt: HdrFormat, size: int = LUT_SIZE) -> np.ndarray:
-    """``(size**3, 3)`` BT.709 SDR code values for a grid of HDR RGB code values, red fastest
-    (the ``.cube`` order)."""
-    axis = np.linspace(0.0, 1.0, size)
+def shaper_table(fmt: HdrFormat, size: int = SHAPER_SIZE) -> np.ndarray:
+    """The conversion of grey code values (``size`` of them, 0 to 1): the per-channel part.
+
+    Applied to each channel first, it leaves the 3D LUT only the gamut change (and HLG's
+    colour-dependent OOTF gain), which is the identity along the grey axis: greys come out
+    exact and colours nearly so, where one 3D LUT straight from PQ/HLG code values bends every
+    tone between its grid points (about 2 code values too dark on average at 65³).
+    """
+    greys = np.linspace(0.0, 1.0, size)
+    return sdr_from_hdr(np.repeat(greys[:, None], 3, axis=1), fmt)[:, 0]
+
+
+def colour_table(fmt: HdrFormat, size: int = LUT_SIZE) -> np.ndarray:
+    """``(size**3, 3)`` SDR code values for a grid of shaped values, red fastest (``.cube``
+    order): each shaped value goes back to its code value, then through the whole conversion."""
+    codes = np.linspace(0.0, 1.0, SHAPER_SIZE)
+    shaped = shaper_table(fmt) + codes * 1e-9  # strictly increasing, so it can be inverted
+    axis = np.interp(np.linspace(0.0, 1.0, size), shaped, codes)
     blue, green, red = np.meshgrid(axis, axis, axis, indexing="ij")
-    codes = np.stack([red.ravel(), green.ravel(), blue.ravel()], axis=1)
-    return sdr_from_hdr(codes, fmt)
+    return sdr_from_hdr(np.stack([red.ravel(), green.ravel(), blue.ravel()], axis=1), fmt)
 
 
 def sdr_from_hdr(codes: np.ndarray, fmt: HdrFormat) -> np.ndarray:
@@ -220,11 +246,12 @@ def eetf(pq_codes: np.ndarray, source_peak_nits: float, target_peak_nits: float)
     return np.where(normalised < knee, normalised, spline) * source_peak
 
 
-def cube_text(table: np.ndarray) -> str:
-    """A ``.cube`` file holding ``table`` (``(size**3, 3)``, red fastest)."""
-    size = round(len(table) ** (1 / 3))
-    rows = "\n".join(f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in table.tolist())
-    return f"LUT_3D_SIZE {size}\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 1 1\n{rows}\n"
+def cube_text(table: np.ndarray, size_keyword: str) -> str:
+    """A ``.cube`` file holding ``table``: ``LUT_1D_SIZE`` (one row per level) or
+    ``LUT_3D_SIZE`` (``size**3`` rows, red fastest)."""
+    size = len(table) if size_keyword == "LUT_1D_SIZE" else round(len(table) ** (1 / 3))
+    rows = "\n".join(f"{r:.7f} {g:.7f} {b:.7f}" for r, g, b in table.tolist())
+    return f"{size_keyword} {size}\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 1 1\n{rows}\n"
 
 
 def _escaped(path: Path) -> str:

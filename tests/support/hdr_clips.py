@@ -49,11 +49,25 @@ def make_hdr_rendition(sdr_clip: Path, path: Path, transfer: str, x265_params: s
 
 
 def sdr_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """``(H, W, 3)`` BT.709 R'G'B' in [0, 1] of a limited-range SDR frame."""
-    rgb = frame.reformat(
-        format="rgb48le", src_colorspace="ITU709", src_color_range="MPEG", dst_color_range="JPEG"
-    )
-    return rgb.to_ndarray().astype(np.float64) / 65535.0
+    """``(H, W, 3)`` BT.709 R'G'B' in [0, 1] of a limited-range 4:2:0 SDR frame, computed here:
+    swscale's yuv420p -> rgb48 comes out about 1.5 code values dark."""
+    luma, cb, cr = (_plane(plane) for plane in frame.planes)
+    height, width = luma.shape
+    y = (luma - 16) / 219
+    u, v = ((_doubled(plane)[:height, :width] - 128) / 224 for plane in (cb, cr))
+    red = y + 1.5748 * v
+    green = y - 0.1873 * u - 0.4681 * v
+    blue = y + 1.8556 * u
+    return np.stack([red, green, blue], axis=2)
+
+
+def _plane(plane) -> np.ndarray:
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width].astype(np.float64)
+
+
+def _doubled(plane: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(plane, 2, axis=0), 2, axis=1)
 
 
 def hdr_code_values(sdr: np.ndarray, transfer: str) -> np.ndarray:
