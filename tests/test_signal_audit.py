@@ -100,20 +100,24 @@ def test_signal_check_reports_coverage_and_correlation_with_the_target(
     assert metadata["saliency_mean/finite_share"] == 1.0
     assert metadata["saliency_mean/std"] == pytest.approx(np.std(means))
     assert metadata["saliency_mean/pearson"] == pytest.approx(np.corrcoef(means, scores)[0, 1])
+    assert metadata["saliency_mean/pairs_with_target"] == 6
     assert -1.0 <= metadata["saliency_var/spearman"] <= 1.0
     assert isinstance(check.metadata["saliency_mean/spearman"], dg.FloatMetadataValue)
 
 
-def test_signal_check_warns_when_fewer_than_80_percent_of_rows_have_values(
+def test_signal_check_warns_when_fewer_than_80_percent_of_rows_have_values_or_no_target(
     tmp_path, dagster_instance, monkeypatch
 ):
     write_corpus(tmp_path, missing=["gone.mp4", "lost.mp4"])  # 6 of 8 rows computed: 75 %
-    manifest = write_manifest(tmp_path, dagster_options={"allow_row_failures": True})
+    manifest = write_manifest(
+        tmp_path, dagster_options={"allow_row_failures": True}, target_column="vmaf"
+    )
     defs = load_defs(monkeypatch, manifest)
     check = signal_evaluation(materialize(defs, dagster_instance))
     assert check.passed is False
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["saliency_mean/finite_share"].value == pytest.approx(0.75)
-    assert check.metadata["target_column"].value == ""
+    assert check.metadata["target_column"].value == "vmaf"
+    assert check.description == "no row has a finite 'vmaf' beside the saliency"
     assert not any(name.endswith("pearson") for name in check.metadata)
     assert not math.isnan(check.metadata["saliency_mean/std"].value)

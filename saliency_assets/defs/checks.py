@@ -194,9 +194,11 @@ def signal_check(table: CorpusTable, asset_key: dg.AssetKey) -> dg.AssetChecksDe
                 passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(error)
             )
         signals = audit_signal(rows, target)
+        unpaired = target is not None and not any(column.pairs for column in signals)
         return dg.AssetCheckResult(
             passed=all(column.covered for column in signals),
             severity=dg.AssetCheckSeverity.WARN,
+            description=f"no row has a finite {target!r} beside the saliency" if unpaired else None,
             metadata={"target_column": target or "", **_signal_metadata(signals)},
         )
 
@@ -212,6 +214,7 @@ def _signal_metadata(signals: list[ColumnSignal]) -> dict[str, Any]:
             if value is not None:
                 metadata[f"{column.column}/{name}"] = dg.MetadataValue.float(value)
         metadata[f"{column.column}/covered"] = column.covered
+        metadata[f"{column.column}/pairs_with_target"] = column.pairs
     return metadata
 
 
