@@ -10,6 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 from conftest import run_cli
 from support.clips import ffmpeg_exe, make_clip
 from support.hdr_clips import make_hdr_rendition, make_scene_clip
@@ -26,6 +28,7 @@ from saliency_assets.core.hdr import (
     eetf,
     hdr_format,
     lut_files,
+    mastering_peak,
     nits_to_pq,
     pq_to_nits,
     sdr_from_hdr,
@@ -140,7 +143,13 @@ def test_light_level_metadata_sets_the_source_peak(renditions, tmp_path):
     make_hdr_rendition(renditions["sdr"], tagged, "pq", x265_params=options)
     with av.open(str(tagged)) as container:
         first = next(container.decode(video=0))
-        assert hdr_format_of_frame(first) == HdrFormat("pq", True, 1500.0)
+        assert hdr_format_of_frame(first) == HdrFormat("pq", True, 1500.0)  # MaxCLL first
+        mastering = [
+            bytes(side_data)
+            for side_data in SideDataContainer(first)
+            if side_data.type == SideDataType.MASTERING_DISPLAY_METADATA
+        ]
+        assert mastering_peak(mastering[0]) == 4000.0
 
 
 def test_peak_falls_back_from_content_light_to_mastering_display_to_1000_nits():
@@ -148,6 +157,8 @@ def test_peak_falls_back_from_content_light_to_mastering_display_to_1000_nits():
     assert hdr_format(16, 9, 4000.0, None).peak_nits == 4000.0
     assert hdr_format(16, 1).peak_nits == 1000.0 and not hdr_format(16, 1).bt2020
     assert hdr_format(18, 9, 4000.0, 1200.0).peak_nits == 1000.0  # HLG: its reference display
+    assert hdr_format(16, 9, None, 1.0).peak_nits == 203.0  # bogus: clips above white only
+    assert hdr_format(16, 9, 1e6, None).peak_nits == 10000.0
     assert hdr_format(1, 1) is None and hdr_format(14, 9) is None
 
 

@@ -40,7 +40,7 @@ INFERENCE_PIX_FMT = "yuv444p"
 AREA_SCALE_FLAGS = "area+accurate_rnd+bitexact"
 # The YUV->RGB step runs on the small scaled frame, where exact rounding costs nothing.
 RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
-# HDR frames pass lut3d as 16-bit planar RGB, so 10-bit code values keep their precision.
+# HDR frames pass the LUTs as 16-bit planar RGB, so 10-bit code values keep their precision.
 HDR_RGB_PIX_FMT = "gbrp16le"
 HDR_RESAMPLE_FLAGS = "bicubic+accurate_rnd+bitexact"
 HDR_GRAPHS_KEPT = 4  # configured tone-mapping graphs a process keeps, least recently used out
@@ -259,7 +259,7 @@ class FrameConverter:
         spec = (_buffer_args(frame), tuple(self._filters_for(frame)), self.threads)
         if self.hdr_format is None:
             return _configured_graph(spec)
-        # lut3d reads its LUT file when configured (~0.2 s for 65³ points): a worker keeps the
+        # lut1d and lut3d read their LUT files when configured (~0.13 s): a worker keeps the
         # graphs of the HDR formats it met and reuses them for every clip of that format.
         graph = _HDR_GRAPHS.pop(spec, None) or _configured_graph(spec)
         _HDR_GRAPHS[spec] = graph
@@ -332,7 +332,8 @@ def tonemap_filters(
     """The filters that turn an HDR source's frames into SDR BT.709 ones at ``width x height``.
 
     The source's YUV becomes 16-bit RGB (area-scaled to the inference size in that same step,
-    as SDR sources are), ``lut3d`` applies :mod:`.hdr`'s conversion, and the result becomes the
+    as SDR sources are), ``lut1d`` and ``lut3d`` apply :mod:`.hdr`'s conversion, and the result
+    becomes the
     YUV each mode reads: yuv420p limited range for native mode (what compatible mode's BT.709
     maths expects), yuv444p full range for inference mode (``TONEMAPPED_COLOUR``).
     """

@@ -90,15 +90,17 @@ def hdr_format(
     """The clip format to convert, or ``None`` for SDR sources.
 
     The source peak is the content light level (MaxCLL) when stated, else the mastering
-    display's peak, else 1000 cd/m²; HLG is scene-referred, so it always uses its reference
-    display's 1000 cd/m².
+    display's peak, else 1000 cd/m², kept within reference white and PQ's 10000 cd/m² (a
+    bogus 1 cd/m² would otherwise clip every tone); HLG is scene-referred, so it always uses
+    its reference display's 1000 cd/m².
     """
     transfer = transfer_of(color_trc)
     if transfer == TRANSFER_SDR:
         return None
     peak = DEFAULT_PEAK_NITS
     if transfer == TRANSFER_PQ:
-        peak = max_cll_nits or mastering_peak_nits or DEFAULT_PEAK_NITS
+        claimed = max_cll_nits or mastering_peak_nits or DEFAULT_PEAK_NITS
+        peak = min(max(claimed, REFERENCE_WHITE_NITS), PQ_MAX_NITS)
     return HdrFormat(transfer, color_primaries == AVCOL_PRI_BT2020, float(peak))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -157,7 +158,7 @@ def _side_data_number(side_data: list, key: str) -> float | None:
                 value = float(numerator) / float(denominator or 1)
             except (ValueError, ZeroDivisionError):
                 return None
-            return value if value > 0 else None
+            return value if 0 < value < math.inf else None
     return None
 
 
