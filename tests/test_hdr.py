@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+import tempfile
 from pathlib import Path
 
 import av
@@ -16,6 +17,7 @@ from conftest import run_cli
 from support.clips import ffmpeg_exe, make_clip
 from support.hdr_clips import make_hdr_rendition, make_scene_clip
 
+from saliency_assets.core import hdr as hdr_module
 from saliency_assets.core.clip_saliency import ClipJob, compute_clip
 from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.config import MaterializeConfig, config_from_mapping
@@ -229,3 +231,18 @@ def test_one_pair_of_lut_files_per_format_rewritten_if_they_go_away():
     assert all(path.name.startswith("hlg-") for path in lut_files(HdrFormat("hlg", True, 1e3)))
     shaper.unlink()  # a temp-folder cleaner ran
     assert lut_files(pq_format) == (shaper, colour) and shaper.is_file()
+
+
+def test_lut_paths_with_filter_syntax_characters_work_in_both_backends(
+    renditions, tmp_path, monkeypatch
+):
+    odd_temp = tmp_path / "tmp:with,odd;chars'[x]"
+    odd_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd_temp))
+    monkeypatch.setattr(hdr_module, "DEFAULT_PEAK_NITS", 1001.0)  # a format not yet written
+    plan = SamplingPlan(max_frames=2, frame_samples=2, inference_size=96)
+    source = ClipSource(renditions["pq"])
+    in_process = decode_clip(source, plan)
+    piped = decode_clip(source, plan, ffmpeg_bin=ffmpeg_exe())
+    assert all(path.parent.parent == odd_temp for path in lut_files(HdrFormat("pq", True, 1001.0)))
+    assert np.abs(piped.frames[0].rgb.astype(int) - in_process.frames[0].rgb).max() <= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from dataclasses import dataclass
 
 import av
@@ -43,8 +44,8 @@ RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.B
 # HDR frames pass the LUTs as 16-bit planar RGB, so 10-bit code values keep their precision.
 HDR_RGB_PIX_FMT = "gbrp16le"
 HDR_RESAMPLE_FLAGS = "bicubic+accurate_rnd+bitexact"
-HDR_GRAPHS_KEPT = 4  # configured tone-mapping graphs a process keeps, least recently used out
-_HDR_GRAPHS: dict[tuple, av.filter.Graph] = {}
+HDR_GRAPHS_KEPT = 4  # configured tone-mapping graphs a thread keeps, least recently used out
+_KEPT = threading.local()  # a graph holds frames between push and pull: one owner at a time
 
 # AVColorSpace codes -> the matrix used; anything else counts as untagged. Constant-luminance
 # BT.2020 (10) has no matrix form; its non-constant-luminance matrix is the nearest.
@@ -261,10 +262,11 @@ class FrameConverter:
             return _configured_graph(spec)
         # lut1d and lut3d read their LUT files when configured (~0.13 s): a worker keeps the
         # graphs of the HDR formats it met and reuses them for every clip of that format.
-        graph = _HDR_GRAPHS.pop(spec, None) or _configured_graph(spec)
-        _HDR_GRAPHS[spec] = graph
-        while len(_HDR_GRAPHS) > HDR_GRAPHS_KEPT:
-            _HDR_GRAPHS.pop(next(iter(_HDR_GRAPHS)))
+        kept = _kept_hdr_graphs()
+        graph = kept.pop(spec, None) or _configured_graph(spec)
+        kept[spec] = graph
+        while len(kept) > HDR_GRAPHS_KEPT:
+            kept.pop(next(iter(kept)))
         return graph
 
     def _filters_for(self, frame: av.VideoFrame) -> list[tuple[str, str | None]]:
@@ -300,6 +302,12 @@ def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:
         f":in_color_matrix={matrix}:out_color_matrix={matrix}"
         f":in_range={value_range}:out_range={value_range}"
     )
+
+
+def _kept_hdr_graphs() -> dict[tuple, av.filter.Graph]:
+    if not hasattr(_KEPT, "graphs"):
+        _KEPT.graphs = {}
+    return _KEPT.graphs
 
 
 def _configured_graph(spec: tuple) -> av.filter.Graph:
