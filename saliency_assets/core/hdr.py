@@ -64,7 +64,6 @@ BT2020_LUMA = np.array([0.2627, 0.6780, 0.0593])
 BT709_TO_BT2020 = np.array(
     [[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]]
 )
-BT2020_TO_BT709 = np.linalg.inv(BT709_TO_BT2020)
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ def sdr_from_hdr(codes: np.ndarray, fmt: HdrFormat) -> np.ndarray:
     mapped = pq_to_nits(eetf(nits_to_pq(nits), fmt.peak_nits, REFERENCE_WHITE_NITS))
     relative = mapped / REFERENCE_WHITE_NITS
     if fmt.bt2020:
-        relative = relative @ BT2020_TO_BT709.T
+        relative = _times(relative, BT2020_TO_BT709)
     return np.clip(relative, 0.0, 1.0) ** (1 / BT1886_GAMMA)
 
 
@@ -225,7 +224,7 @@ def hlg_to_nits(codes: np.ndarray) -> np.ndarray:
         signal**2 / 3,
         (np.exp((signal - HLG_C) / HLG_A) + HLG_B) / 12,
     )
-    luminance = scene @ BT2020_LUMA
+    luminance = (scene * BT2020_LUMA).sum(axis=-1)
     gain = np.power(np.maximum(luminance, 1e-12), HLG_SYSTEM_GAMMA - 1)[..., None]
     return DEFAULT_PEAK_NITS * gain * scene
 
@@ -246,6 +245,28 @@ def eetf(pq_codes: np.ndarray, source_peak_nits: float, target_peak_nits: float)
         + (-2 * t**3 + 3 * t**2) * max_lum
     )
     return np.where(normalised < knee, normalised, spline) * source_peak
+
+
+def _times(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``rgb @ matrix.T`` without BLAS: this runs in forked workers, where OpenBLAS's thread pool
+    (inherited from the forkserver) can spin forever on a matrix product."""
+    return np.einsum("...j,ij->...i", rgb, matrix)
+
+
+def _inverse_3x3(matrix: np.ndarray) -> np.ndarray:
+    """The inverse by cofactors (no LAPACK at import time, for the same reason)."""
+    columns = matrix.T
+    adjugate = np.array(
+        [
+            np.cross(columns[1], columns[2]),
+            np.cross(columns[2], columns[0]),
+            np.cross(columns[0], columns[1]),
+        ]
+    )
+    return adjugate / (columns[0] * adjugate[0]).sum()
+
+
+BT2020_TO_BT709 = _inverse_3x3(BT709_TO_BT2020)
 
 
 def cube_text(table: np.ndarray, size_keyword: str) -> str:
