@@ -20,6 +20,7 @@ from saliency_assets.core.config import (
     parse_inference_size,
 )
 from saliency_assets.core.forkserver import start_forkserver
+from saliency_assets.core.hdr import HDR_MODES
 from saliency_assets.core.logstream import failure_proof_std_streams
 from saliency_assets.interrupts import Interrupted, stop_signals_raise
 
@@ -155,6 +156,14 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
     add("--error-column", default=DEFAULTS.error_column, help="'' disables it")
     add("--sampling-column", default=DEFAULTS.sampling_column, help="'' disables it")
     add("--inference-size-column", default=DEFAULTS.inference_size_column, help="'' disables it")
+    add(
+        "--hdr",
+        choices=HDR_MODES,
+        default=DEFAULTS.hdr,
+        help="tonemap: PQ/HLG sources become the SDR picture (BT.2408/BT.2390); off: their code "
+        "values are read as SDR, as the older tool did",
+    )
+    add("--transfer-column", default=DEFAULTS.transfer_column, help="'' disables it")
 
 
 def _add_batch(subparsers: Any) -> None:

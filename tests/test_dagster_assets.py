@@ -57,7 +57,12 @@ def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, mo
     assert audit["summary"] == {"total": 6, "ok": 6, "skipped_existing": 0, "failed": 0}
     assert audit["run_provenance"]["schema"] == "ai-run-provenance-v1"
     evaluations = {e.check_name: e.passed for e in enriched.get_asset_check_evaluations()}
-    assert evaluations == {"status_contract": True, "provenance": True, "coverage": True}
+    assert evaluations == {
+        "status_contract": True,
+        "provenance": True,
+        "coverage": True,
+        "signal": True,
+    }
     table_metadata = materialization_metadata(enriched, "saliency/t/enriched_table")
     assert "data:image/png;base64," in table_metadata["saliency_mean_histogram"]
     assert table_metadata["saliency_map_thumbnails"].count("data:image/png;base64,") == 3

@@ -184,6 +184,7 @@ def test_disabled_columns_are_not_written(clip, model):
         error_column="",
         sampling_column="",
         inference_size_column="",
+        transfer_column="",
     )
     outcome, _, _ = run([{"src": str(clip)}], config, model)
     assert set(outcome.rows[0]) == {"src", "saliency_mean", "saliency_var"}

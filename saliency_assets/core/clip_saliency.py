@@ -40,6 +40,7 @@ class ClipResult:
     frames_used: int = 0
     width: int = 0
     height: int = 0
+    transfer: str | None = None  # the source's, as DecodedClip.transfer; None when not decoded
 
     @property
     def ok(self) -> bool:
@@ -111,6 +112,7 @@ def compute_clip(
         frames_used=len(decoded.indices),
         width=decoded.width,
         height=decoded.height,
+        transfer=decoded.transfer,
     )
 
 

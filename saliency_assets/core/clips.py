@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hdr import HDR_TONEMAP
+
 RAW_SUFFIXES = (".yuv",)
 RAW_PIX_FMTS = ("yuv420p", "yuv420p10le")
 SAMPLING_MODES = ("head", "spread")
@@ -37,9 +39,12 @@ class SamplingPlan:
     ``min(frame_samples, max_frames)`` frames evenly over the whole clip.
     ``inference_size=None`` keeps native geometry (compatible mode); an int N scales the frame
     so its short side is N, both sides rounded to multiples of 8, with FFmpeg's area scaler.
+    ``hdr="tonemap"`` turns PQ and HLG sources into the SDR picture (:mod:`.hdr`); ``"off"``
+    reads their code values as if they were SDR, as the older tool did.
     """
 
     max_frames: int = 8
     frame_samples: int = 8
     sampling: str = "head"
     inference_size: int | None = None
+    hdr: str = HDR_TONEMAP

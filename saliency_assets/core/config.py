@@ -16,6 +16,7 @@ from typing import Any
 
 from saliency_assets.core.clips import RAW_PIX_FMTS, SAMPLING_MODES, SamplingPlan
 from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.hdr import HDR_MODES, HDR_TONEMAP
 
 TEMPORAL_AGGREGATORS = ("mean", "ema", "max", "motion-weighted")
 PATH_FIELDS = ("root", "model_path")
@@ -68,6 +69,8 @@ class MaterializeConfig:
     error_column: str = "saliency_error"
     sampling_column: str = "saliency_sampling"
     inference_size_column: str = "saliency_inference_size"
+    hdr: str = HDR_TONEMAP
+    transfer_column: str = "saliency_transfer"
 
     @property
     def sampling_plan(self) -> SamplingPlan:
@@ -76,6 +79,7 @@ class MaterializeConfig:
             frame_samples=self.frame_samples,
             sampling=self.sampling,
             inference_size=self.inference_size,
+            hdr=self.hdr,
         )
 
     @property
@@ -136,6 +140,8 @@ def validate_config(config: MaterializeConfig, where: str = "config") -> None:
             f"{where}: inference_size must be 'native' or from {MIN_INFERENCE_SIZE} to "
             f"{MAX_INFERENCE_SIZE}, got {config.inference_size}"
         )
+    if config.hdr not in HDR_MODES:
+        raise ConfigError(f"{where}: hdr must be one of {', '.join(HDR_MODES)}, got {config.hdr!r}")
     if config.default_pix_fmt not in RAW_PIX_FMTS:
         raise ConfigError(f"{where}: default_pix_fmt must be one of {', '.join(RAW_PIX_FMTS)}")
     if config.decode_timeout is not None and not config.decode_timeout > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from dataclasses import dataclass
 
 import av
@@ -20,6 +21,16 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import Interpolation
 
 from .decoded import DecodedFrame, SourceFacts
+from .hdr import (
+    HDR_TONEMAP,
+    HdrFormat,
+    conversion_filters,
+    hdr_format,
+    mastering_peak,
+    max_content_light,
+    recorded_transfer,
+    transfer_of,
+)
 
 NATIVE_PIX_FMT = "yuv420p"
 # Inference mode scales to full-resolution chroma, so luma and RGB both come from one area pass.
@@ -30,6 +41,11 @@ INFERENCE_PIX_FMT = "yuv444p"
 AREA_SCALE_FLAGS = "area+accurate_rnd+bitexact"
 # The YUV->RGB step runs on the small scaled frame, where exact rounding costs nothing.
 RGB_FLAGS = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+# HDR frames pass the LUTs as 16-bit planar RGB, so 10-bit code values keep their precision.
+HDR_RGB_PIX_FMT = "gbrp16le"
+HDR_RESAMPLE_FLAGS = "bicubic+accurate_rnd+bitexact"
+HDR_GRAPHS_KEPT = 4  # configured tone-mapping graphs a thread keeps, least recently used out
+_KEPT = threading.local()  # a graph holds frames between push and pull: one owner at a time
 
 # AVColorSpace codes -> the matrix used; anything else counts as untagged. Constant-luminance
 # BT.2020 (10) has no matrix form; its non-constant-luminance matrix is the nearest.
@@ -160,6 +176,10 @@ class ColourTags:
     full_range: bool
 
 
+# What tone-mapped inference-mode frames come out as: BT.709, full range (no precision lost).
+TONEMAPPED_COLOUR = ColourTags("bt709", True)
+
+
 def resolve_colour(colorspace: int, color_range: int, pix_fmt: str, height: int) -> ColourTags:
     """The stream's own matrix and range; untagged: BT.709 from 720 lines up, else BT.601.
 
@@ -189,11 +209,13 @@ class FrameConverter:
     graphs end in its own output scaler, and inference-size frames go through it too.
     """
 
-    def __init__(self, inference_size: int | None, threads: int = 1):
+    def __init__(self, inference_size: int | None, threads: int = 1, hdr: str = HDR_TONEMAP):
         self.inference_size = inference_size
         self.threads = threads
+        self.hdr = hdr
         self.facts: SourceFacts | None = None
-        self.colour: ColourTags | None = None
+        self.colour: ColourTags | None = None  # of the source
+        self.hdr_format: HdrFormat | None = None  # set when the frames are tone-mapped
         self._orientation = Orientation()
         self._graph: av.filter.Graph | None = None
         self._graph_key: tuple | None = None
@@ -216,7 +238,12 @@ class FrameConverter:
         converted = graph.pull()
         if self.inference_size is None:
             return yuv420_decoded(index, converted)
-        return yuv444_decoded(index, converted, self.colour, self.threads)
+        return yuv444_decoded(index, converted, self.output_colour, self.threads)
+
+    @property
+    def output_colour(self) -> ColourTags:
+        """The matrix and range of the converted frames."""
+        return self.colour if self.hdr_format is None else TONEMAPPED_COLOUR
 
     def _learn(self, frame: av.VideoFrame) -> None:
         self._orientation = orientation_of_frame(frame)
@@ -225,10 +252,13 @@ class FrameConverter:
         if self.inference_size is not None:
             width, height = inference_geometry(display_w, display_h, self.inference_size)
         pix_fmt = frame.format.name
+        transfer = recorded_transfer(transfer_of(frame.color_trc), self.hdr)
         self.facts = SourceFacts(
-            width, height, display_w, display_h, pix_fmt, self._orientation.rotation
+            width, height, display_w, display_h, pix_fmt, self._orientation.rotation, transfer
         )
         self.colour = resolve_colour(frame.colorspace, frame.color_range, pix_fmt, frame.height)
+        if self.hdr == HDR_TONEMAP:
+            self.hdr_format = hdr_format_of_frame(frame)
 
     def _graph_for(self, frame: av.VideoFrame) -> av.filter.Graph:
         key = (*_frame_key(frame), self._rebuilt)
@@ -238,21 +268,27 @@ class FrameConverter:
         return self._graph
 
     def _build_graph(self, frame: av.VideoFrame) -> av.filter.Graph:
-        graph = av.filter.Graph()
-        graph.threads = self.threads
-        source = graph.add("buffer", _buffer_args(frame))
-        chain = [source]
-        for name, args in self._filters_for(frame):
-            chain.append(graph.add(name, args))
-        chain.append(graph.add("buffersink"))
-        graph.link_nodes(*chain)
-        graph.configure()
+        spec = (_buffer_args(frame), tuple(self._filters_for(frame)), self.threads)
+        if self.hdr_format is None:
+            return _configured_graph(spec)
+        # lut1d and lut3d read their LUT files when configured (~0.13 s): a worker keeps the
+        # graphs of the HDR formats it met and reuses them for every clip of that format.
+        kept = _kept_hdr_graphs()
+        graph = kept.pop(spec, None) or _configured_graph(spec)
+        kept[spec] = graph
+        while len(kept) > HDR_GRAPHS_KEPT:
+            kept.pop(next(iter(kept)))
         return graph
 
     def _filters_for(self, frame: av.VideoFrame) -> list[tuple[str, str | None]]:
         facts = self.facts
         filters = list(self._orientation.filters)
         oriented = self._orientation.display_size(frame.width, frame.height)
+        if self.hdr_format is not None:
+            inference = self.inference_size is not None
+            return filters + tonemap_filters(
+                self.hdr_format, self.colour, facts.width, facts.height, inference
+            )
         if self.inference_size is not None:
             filters.append(("scale", inference_scale_args(facts.width, facts.height, self.colour)))
             if self._rebuilt:
@@ -286,6 +322,66 @@ def inference_scale_args(width: int, height: int, colour: ColourTags) -> str:
         f":in_color_matrix={matrix}:out_color_matrix={matrix}"
         f":in_range={value_range}:out_range={value_range}"
     )
+
+
+def _kept_hdr_graphs() -> dict[tuple, av.filter.Graph]:
+    if not hasattr(_KEPT, "graphs"):
+        _KEPT.graphs = {}
+    return _KEPT.graphs
+
+
+def _configured_graph(spec: tuple) -> av.filter.Graph:
+    buffer_args, filters, threads = spec
+    graph = av.filter.Graph()
+    graph.threads = threads
+    chain = [graph.add("buffer", buffer_args)]
+    for name, args in filters:
+        chain.append(graph.add(name, args))
+    chain.append(graph.add("buffersink"))
+    graph.link_nodes(*chain)
+    graph.configure()
+    return graph
+
+
+def hdr_format_of_frame(frame: av.VideoFrame) -> HdrFormat | None:
+    """The HDR format of a decoded frame's tags and light-level side data (``None``: SDR)."""
+    mastering = content_light = None
+    for side_data in SideDataContainer(frame):  # not frame.side_data: see orientation_of_frame
+        if side_data.type == SideDataType.MASTERING_DISPLAY_METADATA:
+            mastering = mastering_peak(bytes(side_data))
+        elif side_data.type == SideDataType.CONTENT_LIGHT_LEVEL:
+            content_light = max_content_light(bytes(side_data))
+    return hdr_format(frame.color_trc, frame.color_primaries, mastering, content_light)
+
+
+def tonemap_filters(
+    fmt: HdrFormat, colour: ColourTags, width: int, height: int, inference: bool
+) -> list[tuple[str, str]]:
+    """The filters that turn an HDR source's frames into SDR BT.709 ones at ``width x height``.
+
+    The source's YUV becomes 16-bit RGB (area-scaled to the inference size in that same step,
+    as SDR sources are), ``lut1d`` and ``lut3d`` apply :mod:`.hdr`'s conversion, and the result
+    becomes the
+    YUV each mode reads: yuv420p limited range for native mode (what compatible mode's BT.709
+    maths expects), yuv444p full range for inference mode (``TONEMAPPED_COLOUR``).
+    """
+    value_range = "pc" if colour.full_range else "tv"
+    flags = AREA_SCALE_FLAGS if inference else HDR_RESAMPLE_FLAGS
+    to_rgb = (
+        f"w={width}:h={height}:flags={flags}:in_color_matrix={colour.matrix}:in_range={value_range}"
+    )
+    pix_fmt, out_range = (INFERENCE_PIX_FMT, "pc") if inference else (NATIVE_PIX_FMT, "tv")
+    to_yuv = f"flags={HDR_RESAMPLE_FLAGS}:out_color_matrix=bt709:out_range={out_range}"
+    return [
+        ("scale", to_rgb),
+        ("format", f"pix_fmts={HDR_RGB_PIX_FMT}"),
+        *conversion_filters(fmt),
+        # To 8 bits before the matrix: from 16-bit RGB swscale dithers, which adds noise of
+        # about one code value to every pixel that an SDR source does not have.
+        ("format", "pix_fmts=gbrp"),
+        ("scale", to_yuv),
+        ("format", f"pix_fmts={pix_fmt}"),
+    ]
 
 
 def _buffer_args(frame: av.VideoFrame) -> str:

@@ -68,7 +68,9 @@ class DecodedClip:
     counter-clockwise angle as ffprobe reports it, normalised to 0/90/180/270 (the frames have
     been turned upright). ``decoder`` names the backend: ``"pyav"``, ``"rawvideo"`` or
     ``"ffmpeg-binary:<path>"``. ``indices`` are the sampled frames delivered; ``frames`` holds
-    them only when the decode kept them (no sink of the caller's was given).
+    them only when the decode kept them (no sink of the caller's was given). ``transfer`` is
+    what the frames were made from: ``sdr``, ``pq`` or ``hlg`` (converted to SDR), or
+    ``pq-unmapped``/``hlg-unmapped`` (read as SDR under ``hdr="off"``).
     """
 
     indices: list[int]
@@ -81,6 +83,7 @@ class DecodedClip:
     pix_fmt: str
     rotation: int
     decoder: str
+    transfer: str = "sdr"
 
 
 @dataclass
@@ -93,6 +96,7 @@ class SourceFacts:
     source_height: int
     pix_fmt: str
     rotation: int
+    transfer: str = "sdr"
 
 
 @dataclass

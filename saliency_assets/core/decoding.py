@@ -80,11 +80,13 @@ def _open_reader(source, plan, ffmpeg_bin, ffprobe_bin, deadline, max_pixels, th
         ffprobe = check_binary(ffprobe_bin) if ffprobe_bin is not None else None
         ffmpeg = check_binary(ffmpeg_bin)
         return PipeReader(
-            source, ffmpeg, ffprobe, plan.inference_size, deadline, max_pixels, threads
+            source, ffmpeg, ffprobe, plan.inference_size, deadline, max_pixels, threads, plan.hdr
         )
-    if source.is_raw:
+    if source.is_raw:  # raw files carry no transfer tags: always SDR
         return RawReader(source, plan.inference_size, deadline, max_pixels, threads)
-    return PyAVReader(Path(source.path), plan.inference_size, deadline, max_pixels, threads)
+    return PyAVReader(
+        Path(source.path), plan.inference_size, deadline, max_pixels, threads, plan.hdr
+    )
 
 
 def _check_raw_geometry(source: ClipSource) -> None:
@@ -150,4 +152,5 @@ def _assemble(result: ReadResult, clip_frames, decoder: str, path: Path) -> Deco
         pix_fmt=facts.pix_fmt,
         rotation=facts.rotation,
         decoder=decoder,
+        transfer=facts.transfer,
     )

@@ -74,6 +74,7 @@ class MaterializeOutcome:
     clips: int
     reused_clips: int = 0
     unstored_clips: int = 0
+    clips_by_transfer: dict[str, int] = field(default_factory=dict)  # of the ok clips
 
 
 def prepare_model(config: MaterializeConfig) -> ModelChoice:
@@ -107,8 +108,15 @@ def materialize_rows(
     metadata = RowMetadata.from_config(config, model.model_id)
     summary = _join_results(enriched, plan, results, config, metadata)
     _warn_if_all_missing(summary, config, log)
+    ok_results = (result for result in computed.results.values() if result.ok)
+    by_transfer = Counter(result.transfer or "unknown" for result in ok_results)
     return MaterializeOutcome(
-        enriched, summary, len(plan.clips), computed.reused, computed.unstored
+        enriched,
+        summary,
+        len(plan.clips),
+        computed.reused,
+        computed.unstored,
+        dict(sorted(by_transfer.items())),
     )
 
 

@@ -28,7 +28,7 @@ from saliency_assets.core.overwrites import (
 )
 from saliency_assets.core.tables import parse_json_object, table_format
 
-TABLE_KEYS = ("id", "input", "output", "audit_json")
+TABLE_KEYS = ("id", "input", "output", "audit_json", "target_column")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # Per-table keys read by the Dagster layer; the batch command accepts and ignores them.
 DAGSTER_TABLE_KEYS = ("dagster",)
@@ -44,6 +44,7 @@ class TableSpec:
     audit_json: Path | None
     config: MaterializeConfig
     options: dict[str, Any]
+    target_column: str | None = None  # the quality score the signal check correlates with
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,16 @@ def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> Tabl
         audit_json=_optional_path(entry.get("audit_json"), base, where, "audit_json"),
         config=config,
         options=options,
+        target_column=_target_column(entry.get("target_column"), where),
     )
+
+
+def _target_column(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: target_column must be a non-empty column name, got {value!r}")
+    return value
 
 
 def _required_path(entry: dict[str, Any], key: str, base: Path, where: str) -> Path:

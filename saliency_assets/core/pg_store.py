@@ -42,6 +42,7 @@ _VALUE_COLUMNS = (
     "frames_used",
     "width",
     "height",
+    "transfer",
 )
 # Concurrent first uses must not race to create the tables: one advisory lock serialises them.
 _CREATE_LOCK = 0x5A11E7C5
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS {RESULTS_TABLE} (
     frames_used bigint NOT NULL,
     width bigint NOT NULL,
     height bigint NOT NULL,
+    transfer text,
     computed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (clip_format, source_fingerprint, model_sha256, settings_digest)
 );

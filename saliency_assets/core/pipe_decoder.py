@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -30,19 +31,32 @@ from .conversion import (
     AVCOL_SPC_UNSPECIFIED,
     INFERENCE_PIX_FMT,
     NATIVE_PIX_FMT,
+    TONEMAPPED_COLOUR,
     ColourTags,
     Orientation,
     colour_codes_from_names,
     frame_from_planes,
+    hdr_format_of_frame,
     inference_geometry,
     inference_scale_args,
     orientation_from_rotation,
     orientation_of_frame,
     resolve_colour,
     rgb_from_yuv,
+    tonemap_filters,
 )
 from .decoded import Deadline, DecodedFrame, FrameSink, ReadResult, SourceFacts
 from .errors import ConfigError, DecodeError
+from .hdr import (
+    HDR_TONEMAP,
+    PRIMARIES_BY_NAME,
+    TRANSFER_SDR,
+    TRC_BY_NAME,
+    HdrFormat,
+    hdr_format,
+    recorded_transfer,
+    transfer_of,
+)
 from .pyav_decoder import (
     count_packets,
     demuxer_name,
@@ -92,6 +106,8 @@ class StreamProbe:
     colour: ColourTags
     stream_map: str = "0:v:0"  # the -map argument selecting the probed stream
     demuxer: str | None = None  # the -f argument for the input (None: raw or ffmpeg's choice)
+    transfer: str = TRANSFER_SDR  # the source's, from its tags
+    hdr_format: HdrFormat | None = None  # what tone-mapping it would need (None: SDR)
 
 
 def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamProbe:
@@ -99,7 +115,8 @@ def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamPr
     stream the ffmpeg CLI would pick."""
     entries = (
         "stream=index,width,height,nb_frames,pix_fmt,color_space,color_range"
-        ":stream_disposition=default,attached_pic:stream_side_data=rotation"
+        ",color_transfer,color_primaries:stream_disposition=default,attached_pic"
+        ":stream_side_data=rotation,max_luminance,max_content"
     )
     command = [ffprobe, "-v", "error", *LOCAL_INPUT, "-select_streams", "v"]
     command += ["-show_entries", entries, "-of", "json", f"file:{path.absolute()}"]
@@ -111,7 +128,7 @@ def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamPr
     colorspace, color_range = colour_codes_from_names(
         stream.get("color_space"), stream.get("color_range")
     )
-    return StreamProbe(
+    probe = StreamProbe(
         width,
         height,
         orientation_from_rotation(_rotation(stream)),
@@ -120,6 +137,36 @@ def probe_with_ffprobe(ffprobe: str, path: Path, deadline: Deadline) -> StreamPr
         resolve_colour(colorspace, color_range, pix_fmt, height),
         _stream_map(stream),
     )
+    return _with_hdr(probe, _ffprobe_hdr_format(stream))
+
+
+def _ffprobe_hdr_format(stream: dict) -> HdrFormat | None:
+    """The HDR format of ffprobe's tags and the container's light-level side data."""
+    side_data = stream.get("side_data_list") or []
+    return hdr_format(
+        TRC_BY_NAME.get(stream.get("color_transfer") or "", 0),
+        PRIMARIES_BY_NAME.get(stream.get("color_primaries") or "", 0),
+        _side_data_number(side_data, "max_luminance"),
+        _side_data_number(side_data, "max_content"),
+    )
+
+
+def _side_data_number(side_data: list, key: str) -> float | None:
+    """A positive number (ffprobe writes rationals as ``"N/D"``) from the side data list."""
+    for entry in side_data:
+        if key in entry:
+            numerator, _, denominator = str(entry[key]).partition("/")
+            try:
+                value = float(numerator) / float(denominator or 1)
+            except (ValueError, ZeroDivisionError):
+                return None
+            return value if 0 < value < math.inf else None
+    return None
+
+
+def _with_hdr(probe: StreamProbe, fmt: HdrFormat | None) -> StreamProbe:
+    transfer = fmt.transfer if fmt is not None else TRANSFER_SDR
+    return dataclasses.replace(probe, transfer=transfer, hdr_format=fmt)
 
 
 def _chosen_stream(text: str, path: Path) -> dict:
@@ -187,6 +234,8 @@ def probe_with_pyav(path: Path, max_pixels: int) -> StreamProbe:
             colour,
             f"0:{stream.index}",
             demuxer_name(container),
+            transfer_of(first.color_trc),
+            hdr_format_of_frame(first),
         )
 
 
@@ -269,6 +318,7 @@ class PipeReader:
         deadline: Deadline,
         max_pixels: int,
         threads: int = 1,
+        hdr: str = HDR_TONEMAP,
     ):
         self.path = Path(source.path)
         self.ffmpeg = ffmpeg
@@ -286,6 +336,8 @@ class PipeReader:
         else:
             self._raw_input = []
             self.probe = self._probe_container(ffprobe, max_pixels)
+        self.hdr_format = self.probe.hdr_format if hdr == HDR_TONEMAP else None
+        self.transfer = recorded_transfer(self.probe.transfer, hdr)
         self.facts = self._facts()
         self.length_is_exact = self._raw_length is not None
 
@@ -305,7 +357,13 @@ class PipeReader:
         if self.inference_size is not None:
             width, height = inference_geometry(display_w, display_h, self.inference_size)
         return SourceFacts(
-            width, height, display_w, display_h, probe.pix_fmt, probe.orientation.rotation
+            width,
+            height,
+            display_w,
+            display_h,
+            probe.pix_fmt,
+            probe.orientation.rotation,
+            self.transfer,
         )
 
     def known_length(self) -> int | None:
@@ -353,10 +411,18 @@ class PipeReader:
         return [*threads, *self._raw_input, *demuxer, *LOCAL_INPUT, *source]
 
     def _decode_command(self, frame_count: int) -> list[str]:
-        filters, pix_fmt = [], NATIVE_PIX_FMT
-        if self.inference_size is not None:
+        pix_fmt = NATIVE_PIX_FMT if self.inference_size is None else INFERENCE_PIX_FMT
+        filters = []
+        if self.hdr_format is not None:
+            inference = self.inference_size is not None
+            tonemap = tonemap_filters(
+                self.hdr_format, self.probe.colour, self.facts.width, self.facts.height, inference
+            )
+            filters = [f"{name}={_graph_escaped(args)}" for name, args in tonemap]
+        elif self.inference_size is not None:
             scale = inference_scale_args(self.facts.width, self.facts.height, self.probe.colour)
-            filters, pix_fmt = ["-vf", f"scale={scale}"], INFERENCE_PIX_FMT
+            filters = [f"scale={scale}"]
+        filters = ["-vf", ",".join(filters)] if filters else []
         return [
             self.ffmpeg,
             *QUIET,
@@ -389,7 +455,8 @@ class PipeReader:
             return DecodedFrame(index=index, luma=planes[0], chroma=(planes[1], planes[2]))
         planes = _split(samples, [(height, width)] * 3)
         frame = frame_from_planes(planes, INFERENCE_PIX_FMT)
-        return DecodedFrame(index=index, luma=planes[0], rgb=rgb_from_yuv(frame, self.probe.colour))
+        colour = self.probe.colour if self.hdr_format is None else TONEMAPPED_COLOUR
+        return DecodedFrame(index=index, luma=planes[0], rgb=rgb_from_yuv(frame, colour))
 
     def _stream_frames(self, command: list[str], expected: int, on_frame) -> int:
         """Run ``command``, hand each frame-sized chunk of its stdout to ``on_frame``."""
@@ -417,6 +484,13 @@ class PipeReader:
         # A damaged tail makes ffmpeg exit non-zero after the frames it could decode.
         text = _run_text(command, self.deadline, self.path, "ffmpeg", check=False)
         return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def _graph_escaped(args: str) -> str:
+    """Filter arguments as one ``-vf`` chain element: the graph syntax's specials escaped."""
+    for special in ("\\", "'", "[", "]", ",", ";"):
+        args = args.replace(special, "\\" + special)
+    return args
 
 
 def _split(samples: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ import av
 from .conversion import FrameConverter
 from .decoded import Deadline, DecodedFrame, FrameSink, ReadResult
 from .errors import DecodeError
+from .hdr import HDR_TONEMAP
 
 LOCAL_ONLY = {"protocol_whitelist": "file"}
 PLAYLIST_FORMATS = {"hls", "dash", "concat", "ffconcat"}
@@ -99,9 +100,11 @@ class PyAVReader:
         deadline: Deadline,
         max_pixels: int,
         threads: int = 1,
+        hdr: str = HDR_TONEMAP,
     ):
         self.path = path
         self.inference_size = inference_size
+        self.hdr = hdr
         self.deadline = deadline
         self.max_pixels = max_pixels
         self.threads = threads
@@ -144,7 +147,7 @@ class PyAVReader:
         """Decode frames ``0 .. stop_after-1`` in order; those in ``indices`` are converted and
         delivered to ``sink`` one by one, as they are decoded."""
         wanted = set(indices)
-        converter = FrameConverter(self.inference_size, self.threads)
+        converter = FrameConverter(self.inference_size, self.threads, self.hdr)
         result = ReadResult(sink, self.deadline)
         with self._open() as container:
             stream = self._prepare_stream(container)

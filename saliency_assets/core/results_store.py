@@ -59,6 +59,7 @@ _SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("height", pa.int64()),
         ("computed_at", pa.float64()),
+        ("transfer", pa.string()),
     ]
 )
 _KEY_COLUMNS = ("clip_format", "source_fingerprint", "model_sha256", "settings_digest")
@@ -129,6 +130,7 @@ def settings_digest(config: MaterializeConfig) -> str:
         "temporal_aggregator": config.temporal_aggregator,
         "ema_alpha": config.ema_alpha,
         "decoder": "ffmpeg-binary" if config.ffmpeg_bin else "pyav",
+        "hdr": config.hdr,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -309,6 +311,7 @@ def _record(key: ResultKey, result: ClipResult) -> dict:
         "width": result.width,
         "height": result.height,
         "computed_at": time.time(),
+        "transfer": result.transfer,
     }
 
 
@@ -320,6 +323,8 @@ def _read_part(part: Path) -> list[dict]:
     table = pq.read_table(part)
     if set(table.schema.names) == set(_SCHEMA.names) - {"clip_format"}:
         return []  # keyed by the old size-and-time fingerprint, which nothing matches now
+    if "transfer" not in table.schema.names:  # parts written before the transfer was kept
+        table = table.append_column(_SCHEMA.field("transfer"), pa.nulls(len(table), pa.string()))
     wrong = [
         field.name
         for field in _SCHEMA
@@ -357,4 +362,5 @@ def _result_of(record: dict) -> ClipResult:
         record["frames_used"],
         record["width"],
         record["height"],
+        record["transfer"],  # null in parts written before it was kept
     )

@@ -59,6 +59,7 @@ def apply_result(
         row[VAR_COLUMN] = result.saliency_var
         for column, value in _metadata_columns(config, metadata):
             _set(row, column, value)
+        _set(row, config.transfer_column, result.transfer)  # per clip, unlike the settings
         _clear(row, config.error_column)
         return
     _set(row, config.error_column, result.detail or result.status)
@@ -85,6 +86,7 @@ def _clear_stale(row: dict[str, Any], config: MaterializeConfig) -> None:
         config.ema_alpha_column,
         config.sampling_column,
         config.inference_size_column,
+        config.transfer_column,
     ]
     for column in stale_columns:
         _clear(row, column)

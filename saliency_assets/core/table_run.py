@@ -95,6 +95,8 @@ def audit_record(run: TableRun, **extra: Any) -> dict[str, Any]:
         "clips": run.outcome.clips,
         "reused_clips": run.outcome.reused_clips,
         "unstored_clips": run.outcome.unstored_clips,
+        # How HDR sources were read, and how many clips of each transfer went into the table.
+        "hdr": {"mode": run.config.hdr, "clips_by_transfer": run.outcome.clips_by_transfer},
         "model": {
             "id": run.model.model_id,
             "path": str(run.model.path),

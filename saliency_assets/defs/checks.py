@@ -13,13 +13,16 @@ from saliency_assets.core.engine import unique_clips
 from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
 from saliency_assets.core.results_store import ClipResultStore, result_keys
+from saliency_assets.core.signal_audit import MIN_FINITE_SHARE, ColumnSignal, audit_signal
 from saliency_assets.core.statuses import FAILURE_STATUSES
 from saliency_assets.core.table_run import TableRun
+from saliency_assets.core.tables import TableError, read_table
 from saliency_assets.defs.corpora import CorpusTable
 
 STATUS_CONTRACT = "status_contract"
 PROVENANCE = "provenance"
 COVERAGE = "coverage"
+SIGNAL = "signal"
 ENTRYPOINT = "saliency_assets/defs/factory.py"
 
 
@@ -160,6 +163,50 @@ def run_provenance_for(
         model=run.model,
         started_at=utc_now(),
     )
+
+
+def signal_check(table: CorpusTable, asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """The signal-mix audit of the enriched table's saliency columns: each is covered (finite
+    share >= 80 % and spread > 0; WARN otherwise) and correlates with the manifest's
+    ``target_column`` this much (Pearson, Spearman), read back from the written table."""
+    target = table.spec.target_column
+
+    @dg.asset_check(
+        asset=asset_key,
+        name=SIGNAL,
+        description=f"Saliency columns: finite share >= {MIN_FINITE_SHARE:.0%}, spread > 0, "
+        f"correlation with {target or 'the target column (none named in the manifest)'}.",
+    )
+    def signal() -> dg.AssetCheckResult:
+        try:
+            rows = read_table(table.spec.output).rows
+        except TableError as error:
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(error)
+            )
+        signals = audit_signal(rows, target)
+        unpaired = target is not None and not any(column.pairs for column in signals)
+        return dg.AssetCheckResult(
+            passed=all(column.covered for column in signals),
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"no row has a finite {target!r} beside the saliency" if unpaired else None,
+            metadata={"target_column": target or "", **_signal_metadata(signals)},
+        )
+
+    return signal
+
+
+def _signal_metadata(signals: list[ColumnSignal]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for column in signals:
+        numbers = {"finite_share": column.finite_share, "std": column.std}
+        numbers.update(pearson=column.pearson, spearman=column.spearman)
+        for name, value in numbers.items():
+            if value is not None:
+                metadata[f"{column.column}/{name}"] = dg.MetadataValue.float(value)
+        metadata[f"{column.column}/covered"] = column.covered
+        metadata[f"{column.column}/pairs_with_target"] = column.pairs
+    return metadata
 
 
 def _status_counts(statuses: Counter) -> dict[str, int]:

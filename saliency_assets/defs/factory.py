@@ -51,6 +51,7 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
     jobs, sensors, schedules = table_automation(table, keys, partitions)
     return dg.Definitions(
         assets=assets,
+        asset_checks=[checks.signal_check(table, keys.enriched_table)],
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
