@@ -110,9 +110,14 @@ class PostgresResultStore:
         taken = self._run(_try_lock, lock)
         if taken is None:  # the server is gone: compute it here rather than wait
             return True
-        if taken:
-            self._claims.add(lock)
-        return taken
+        if not taken:
+            return False
+        # Another run may have stored it and let go between our lookup and this claim.
+        if self.lookup_many([key]):
+            self._run(_unlock, [lock])
+            return False
+        self._claims.add(lock)
+        return True
 
     def release(self, keys: Iterable[ResultKey]) -> None:
         locks = {_lock_id(key) for key in keys} & self._claims
