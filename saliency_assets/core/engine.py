@@ -116,6 +116,7 @@ def materialize_rows(
 class ComputedClips:
     results: dict[str, ClipResult]
     reused: int
+    keys: dict[str, ResultKey] = field(default_factory=dict)  # clips readable now, with a store
 
 
 def compute_clips(
@@ -146,7 +147,7 @@ def compute_clips(
     finally:
         saver.flush()
         progress.finish()
-    return ComputedClips(results, reused)
+    return ComputedClips(results, reused, keys)
 
 
 class _StoreSaver:

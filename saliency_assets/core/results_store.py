@@ -53,6 +53,14 @@ class ResultKey:
     model_sha256: str
     settings_digest: str
 
+    def digest(self) -> str:
+        """A short digest of the whole key: the same clip bytes, model and settings, the same
+        digest (what an orchestrator can use as the result's version)."""
+        text = "\0".join(
+            (self.clip_key, self.source_fingerprint, self.model_sha256, self.settings_digest)
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
 
 def store_for(config: MaterializeConfig) -> ResultStore | None:
     """The store a config names: ``default`` (the user cache), ``none``, or a folder path."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from saliency_assets.core.clip_saliency import ClipJob, clip_map
+from saliency_assets.core.clip_saliency import ClipJob, ClipResult, clip_map
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.images import encode_png, heatmap_thumbnail, histogram_image
 from saliency_assets.core.model import ModelChoice, SaliencyModel
@@ -21,20 +22,37 @@ THUMBNAIL_CLIPS = 3
 
 
 def batch_metadata(
-    statuses: Counter, reused: int, seconds: float, model: ModelChoice
+    results: dict[str, ClipResult], reused: int, seconds: float, model: ModelChoice
 ) -> dict[str, Any]:
-    clips = sum(statuses.values())
-    computed = clips - reused
+    """The run's batch as a whole (on its status check; each partition carries its own clip)."""
+    computed = len(results) - reused
     return {
-        "clips": clips,
+        "clips": len(results),
         "computed_clips": computed,
         "reused_clips": reused,
         "seconds": round(seconds, 3),
         "computed_clips_per_second": round(computed / seconds, 3) if seconds > 0 else 0.0,
         "model_id": model.model_id,
         "model_sha256": model.sha256,
-        **{f"status/{status}": count for status, count in sorted(statuses.items())},
+        **status_counts(results.values()),
     }
+
+
+def shard_metadata(results: list[ClipResult], model: ModelChoice) -> dict[str, Any]:
+    """A shard's partition page: its clips' counts and the mean of their values."""
+    means = [result.saliency_mean for result in results if result.ok]
+    return {
+        "clips": len(results),
+        "saliency_mean_of_clips": dg.MetadataValue.float(float(np.mean(means)) if means else 0.0),
+        "model_id": model.model_id,
+        "model_sha256": model.sha256,
+        **status_counts(results),
+    }
+
+
+def status_counts(results: Iterable[ClipResult]) -> dict[str, int]:
+    statuses = Counter(result.status for result in results)
+    return {f"status/{status}": count for status, count in sorted(statuses.items())}
 
 
 def table_metadata(
