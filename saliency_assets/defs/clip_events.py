@@ -20,38 +20,11 @@ from saliency_assets.core.model import ModelChoice
 from saliency_assets.core.results_store import ResultKey
 from saliency_assets.defs.partitions import IndexedClip
 
-# Dagster's provenance tags on a materialization (dagster._core.definitions.data_version): the
-# data version, and the upstream version it was computed from, which staleness compares against.
+# Dagster's provenance tags on a materialization (dagster._core.definitions.data_version): what
+# the framework writes itself when it logs a materialization, and what staleness reads.
 DATA_VERSION_TAG = "dagster/data_version"
 USER_PROVIDED_TAG = "dagster/data_version_is_user_provided"
 CODE_VERSION_TAG = "dagster/code_version"
-INPUT_VERSION_PREFIX = "dagster/input_data_version"
-INPUT_POINTER_PREFIX = "dagster/input_event_pointer"
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """The version of an upstream asset a clip was computed against (its latest record)."""
-
-    key: dg.AssetKey
-    data_version: str
-    storage_id: int
-
-    @classmethod
-    def latest(cls, instance: dg.DagsterInstance, key: dg.AssetKey) -> Upstream | None:
-        records = instance.fetch_materializations(key, limit=1).records
-        if not records:
-            return None
-        materialization = records[0].asset_materialization
-        version = materialization.tags.get(DATA_VERSION_TAG) if materialization else None
-        return cls(key, version, records[0].storage_id) if version else None
-
-    def tags(self) -> dict[str, str]:
-        name = self.key.to_user_string()
-        return {
-            f"{INPUT_VERSION_PREFIX}/{name}": self.data_version,
-            f"{INPUT_POINTER_PREFIX}/{name}": str(self.storage_id),
-        }
 
 
 @dataclass(frozen=True)
@@ -62,13 +35,13 @@ class BatchContext:
     model: ModelChoice
     settings_digest: str
     code_version: str
-    upstream: Upstream | None
 
     def event(self, partition: str, version: str, metadata: dict[str, Any]):
-        tags = {DATA_VERSION_TAG: version, USER_PROVIDED_TAG: "true"}
-        tags[CODE_VERSION_TAG] = self.code_version
-        if self.upstream is not None:
-            tags.update(self.upstream.tags())
+        tags = {
+            DATA_VERSION_TAG: version,
+            USER_PROVIDED_TAG: "true",
+            CODE_VERSION_TAG: self.code_version,
+        }
         return dg.AssetMaterialization(
             self.asset_key, partition=partition, metadata=metadata, tags=tags
         )

@@ -20,6 +20,7 @@ from saliency_assets.core.statuses import OK
 from saliency_assets.core.table_run import audit_record, materialize_table, write_audit
 from saliency_assets.core.tables import read_table
 from saliency_assets.defs import checks, clip_events, metadata
+from saliency_assets.defs.automation import clip_condition, enriched_condition
 from saliency_assets.defs.corpora import CorpusTable
 from saliency_assets.defs.partitions import (
     UnknownClipKeys,
@@ -128,11 +129,14 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
     )
     # skippable: the step logs each partition's materialization itself (clip_events), so
     # Dagster must not add one shared materialization per partition on top.
+    # No edge from source_table: the table only says which clips exist (the partitions); a
+    # clip's value depends on its own bytes, the model and the settings, so a changed table
+    # must not make every clip stale.
     spec = dg.AssetSpec(
         keys.clip_saliency,
         group_name=keys.group,
-        deps=[keys.source_table],
         partitions_def=partitions,
+        automation_condition=clip_condition(),
         skippable=True,
         code_version=CLIP_CODE_VERSION,
         kinds={"onnx", "ffmpeg"},
@@ -181,11 +185,7 @@ def compute_clip_batch(table: CorpusTable, context: dg.AssetExecutionContext):
     )
     seconds = time.monotonic() - started
     shared = clip_events.BatchContext(
-        keys.clip_saliency,
-        model,
-        settings_digest(config),
-        CLIP_CODE_VERSION,
-        clip_events.Upstream.latest(context.instance, keys.source_table),
+        keys.clip_saliency, model, settings_digest(config), CLIP_CODE_VERSION
     )
     for event in _partition_events(batch, computed, shared, context.partition_keys, sharded):
         context.log_event(event)
@@ -230,7 +230,8 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
     @dg.asset(
         key=keys.enriched_table,
         group_name=keys.group,
-        deps=[keys.clip_saliency],
+        deps=[keys.source_table, keys.clip_saliency],
+        automation_condition=enriched_condition(),
         pool=MODEL_POOL,
         required_resource_keys={keys.decoder_resource, keys.model_resource},
         check_specs=checks.table_check_specs(keys.enriched_table),

@@ -35,6 +35,7 @@ class IndexedClip:
     clip_key: str
     source: ClipSource
     shard: str
+    stat: str = ""  # the clip file's size and mtime when indexed: a cheap "did it change" probe
 
 
 def partitions_def(table: CorpusTable) -> dg.PartitionsDefinition:
@@ -79,9 +80,20 @@ def index_clips(table: CorpusTable, clips: dict[str, ClipSource]) -> list[Indexe
     root = table.spec.config.root
     shards = table.options.shards or 1
     return [
-        IndexedClip(clip_partition_key(source, root), key, source, shard_of(key, shards))
+        IndexedClip(
+            clip_partition_key(source, root), key, source, shard_of(key, shards), file_stat(source)
+        )
         for key, source in clips.items()
     ]
+
+
+def file_stat(source: ClipSource) -> str:
+    """Size and modification time, or ``missing``: changes whenever the file is rewritten."""
+    try:
+        stat = source.path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ def write_clip_index(path: Path, clips: list[IndexedClip]) -> None:
             "raw_height": clip.source.raw_height,
             "raw_pix_fmt": clip.source.raw_pix_fmt,
             "shard": clip.shard,
+            "stat": clip.stat,
         }
         for clip in clips
     ]
@@ -186,6 +199,7 @@ _INDEX_SCHEMA = pa.schema(
         ("raw_height", pa.int64()),
         ("raw_pix_fmt", pa.string()),
         ("shard", pa.string()),
+        ("stat", pa.string()),
     ]
 )
 
@@ -194,7 +208,13 @@ def _indexed(record: dict) -> IndexedClip:
     source = ClipSource(
         Path(record["path"]), record["raw_width"], record["raw_height"], record["raw_pix_fmt"]
     )
-    return IndexedClip(record["partition_key"], record["clip_key"], source, record["shard"])
+    return IndexedClip(
+        record["partition_key"],
+        record["clip_key"],
+        source,
+        record["shard"],
+        record.get("stat") or "",
+    )
 
 
 def _relative(path: Path, root: Path | None) -> str:
