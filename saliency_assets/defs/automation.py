@@ -38,7 +38,6 @@ from saliency_assets.defs.storage import TableStorage
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 STAT_SLICE = 5_000  # clip files re-stat-ed per tick: ~10-30 ms, a full pass every N/5000 ticks
-AUTOMATION_INTERVAL_S = 30
 
 
 def clip_condition() -> dg.AutomationCondition:
@@ -84,7 +83,8 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
         dg.AutomationConditionSensorDefinition(
             f"{name}_automation",
             target=dg.AssetSelection.assets(keys.clip_saliency, keys.enriched_table),
-            minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+            minimum_interval_seconds=table.options.sensor_interval_s or 30,
+            default_status=_default_status(table),
             description=f"Computes missing clip partitions of {table.table_id} in batches of "
             f"{table.options.clips_per_run or 'any number of'} clips, then the enriched table "
             "once every clip is done or finally failed.",
@@ -120,11 +120,19 @@ class SensorCursor:
         return json.dumps(asdict(self))
 
 
+def _default_status(table: CorpusTable) -> dg.DefaultSensorStatus:
+    """Off unless the manifest says ``"automation": true`` (or someone turns it on in the UI)."""
+    if table.options.automation:
+        return dg.DefaultSensorStatus.RUNNING
+    return dg.DefaultSensorStatus.STOPPED
+
+
 def _clip_sensor(table: CorpusTable, partitions, refresh_job, clips_job):
     @dg.sensor(
         name=f"saliency_{table.name}_clip_sensor",
         jobs=[refresh_job, clips_job],
         minimum_interval_seconds=table.options.sensor_interval_s or 30,
+        default_status=_default_status(table),
         description=f"Keeps the clip partitions of {table.table_id} equal to the clips of "
         f"{table.spec.input} (registers new ones, deletes removed ones) and requests clips "
         "whose files changed.",
