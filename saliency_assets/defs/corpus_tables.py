@@ -5,6 +5,7 @@ import dagster as dg
 
 from saliency_assets.defs.corpora import load_corpus_tables
 from saliency_assets.defs.factory import corpus_table_defs
+from saliency_assets.defs.resources import shared_resources
 
 
 @dg.definitions
@@ -13,4 +14,5 @@ def corpus_tables() -> dg.Definitions:
     # Every run here is one model step (a clip batch, or the enriched table plus its coverage
     # check), and the engine already spreads a step over every core: a step subprocess per run
     # (the multiprocess default) only adds seconds of start-up to each run.
-    return dg.Definitions.merge(*tables, dg.Definitions(executor=dg.in_process_executor))
+    shared = dg.Definitions(executor=dg.in_process_executor, resources=shared_resources())
+    return dg.Definitions.merge(*tables, shared)

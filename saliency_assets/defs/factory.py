@@ -30,7 +30,7 @@ from saliency_assets.defs.partitions import (
     sync_partitions,
     write_clip_index,
 )
-from saliency_assets.defs.resources import FFmpegDecoder, SaliencyModelResource, table_resources
+from saliency_assets.defs.resources import FFmpegDecoder, SaliencyModelResource
 from saliency_assets.defs.storage import TableStorage
 
 MODEL_POOL = "saliency_model"
@@ -44,7 +44,6 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
 
     keys = TableKeys(table)
     partitions = partitions_def(table)
-    decoder, model = table_resources(table.spec.config)
     assets = [
         _source_table_asset(table, keys, partitions),
         _clip_saliency_asset(table, keys, partitions),
@@ -58,7 +57,6 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
-        resources={keys.decoder_resource: decoder, keys.model_resource: model},
     )
 
 
@@ -71,15 +69,12 @@ class TableKeys:
         self.clip_saliency = dg.AssetKey([*prefix, "clip_saliency"])
         self.enriched_table = dg.AssetKey([*prefix, "enriched_table"])
         self.group = f"saliency_{table.name}"
-        self.decoder_resource = f"ffmpeg_decoder_{table.name}"
-        self.model_resource = f"saliency_model_{table.name}"
 
 
-def effective_config(table: CorpusTable, context: dg.AssetExecutionContext) -> MaterializeConfig:
-    """The manifest config with the run's decoder and model resource settings applied."""
-    keys = TableKeys(table)
-    decoder: FFmpegDecoder = getattr(context.resources, keys.decoder_resource)
-    model: SaliencyModelResource = getattr(context.resources, keys.model_resource)
+def effective_config(
+    table: CorpusTable, decoder: FFmpegDecoder, model: SaliencyModelResource
+) -> MaterializeConfig:
+    """The manifest config with the run's decoder and model overrides applied."""
     return model.apply(decoder.apply(table.spec.config))
 
 
@@ -145,8 +140,12 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
         "clip's bytes fingerprint, the model and the settings).",
     )
 
-    def clip_saliency(context: dg.AssetExecutionContext):
-        yield from compute_clip_batch(table, context)
+    def clip_saliency(
+        context: dg.AssetExecutionContext, decoder: FFmpegDecoder, model: SaliencyModelResource
+    ):
+        yield from compute_clip_batch(
+            table, context, effective_config(table, decoder, model), model
+        )
 
     # backfill_policy= is a BetaWarning in 1.13; the multi-run policy is what we want.
     with warnings.catch_warnings():
@@ -157,18 +156,21 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
             partitions_def=partitions,
             backfill_policy=policy,
             pool=MODEL_POOL,
-            required_resource_keys={keys.decoder_resource, keys.model_resource},
             check_specs=[checks.batch_status_spec(keys.clip_saliency)],
         )
         return decorate(clip_saliency)
 
 
-def compute_clip_batch(table: CorpusTable, context: dg.AssetExecutionContext):
+def compute_clip_batch(
+    table: CorpusTable,
+    context: dg.AssetExecutionContext,
+    config: MaterializeConfig,
+    model_resource: SaliencyModelResource,
+):
     """Compute the run's clip partitions (a key, a range, or shards) into the results store,
     then log each partition's own materialization and the batch's status check."""
     keys = TableKeys(table)
-    config = effective_config(table, context)
-    model = getattr(context.resources, keys.model_resource).choice
+    model = model_resource.choice(config)
     storage = TableStorage.for_table(table, context.instance)
     sharded = table.options.partitioning == "shards"
     _existing(table.spec.input, "input table")
@@ -233,18 +235,19 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         deps=[keys.source_table, keys.clip_saliency],
         automation_condition=enriched_condition(),
         pool=MODEL_POOL,
-        required_resource_keys={keys.decoder_resource, keys.model_resource},
         check_specs=checks.table_check_specs(keys.enriched_table),
         kinds={"jsonl" if table.spec.output.suffix.lower() == ".jsonl" else "parquet"},
         description=f"The feature table with saliency columns, written to {table.spec.output}.",
     )
-    def enriched_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        config = effective_config(table, context)
-        model = getattr(context.resources, keys.model_resource).choice
+    def enriched_table(
+        context: dg.AssetExecutionContext, decoder: FFmpegDecoder, model: SaliencyModelResource
+    ) -> dg.MaterializeResult:
+        config = effective_config(table, decoder, model)
+        chosen = model.choice(config)
         storage = TableStorage.for_table(table, context.instance)
         store = ResultStore(storage.results)
         input_path = _existing(table.spec.input, "input table")
-        run = materialize_table(input_path, table.spec.output, config, model, store=store)
+        run = materialize_table(input_path, table.spec.output, config, chosen, store=store)
         provenance = checks.run_provenance_for(table, run, context)
         if table.spec.audit_json is not None:
             write_audit(
@@ -258,7 +261,7 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
             )
         samples = [row for row in run.outcome.rows if row.get(config.status_column) == OK]
         return dg.MaterializeResult(
-            metadata=metadata.table_metadata(run, samples, config, model),
+            metadata=metadata.table_metadata(run, samples, config, chosen),
             check_results=[
                 checks.status_contract_result(run, table.options.allow_row_failures),
                 checks.provenance_result(provenance),
