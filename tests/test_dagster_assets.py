@@ -1,6 +1,8 @@
 """The Dagster layer on a temporary instance, with real decoding and the real bundled model."""
 
+import base64
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -62,8 +64,27 @@ def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, mo
     evaluations = {e.check_name: e.passed for e in enriched.get_asset_check_evaluations()}
     assert evaluations == {"status_contract": True, "provenance": True, "coverage": True}
     table_metadata = materialization_metadata(enriched, "saliency/t/enriched_table")
-    assert "data:image/png;base64," in table_metadata["saliency_mean_histogram"]
+    histogram = table_metadata["saliency_mean_histogram"]
+    svg = base64.b64decode(histogram.split("data:image/svg+xml;base64,")[1].split(")")[0])
+    assert b">saliency_mean</text>" in svg and b">rows</text>" in svg
     assert table_metadata["saliency_map_thumbnails"].count("data:image/png;base64,") == 3
+    assert "saliency_mean = " in table_metadata["saliency_map_thumbnails"]
+    for name in ("saliency_mean_median", "saliency_mean_p10", "saliency_mean_p90", "failed_share"):
+        assert isinstance(table_metadata[name], float), name
+    columns = [column.name for column in table_metadata["dagster/column_schema"].columns]
+    assert columns[:2] == ["src", "frame"] and "saliency_mean" in columns
+
+
+def test_thumbnails_are_made_once_per_clip_result(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    materialize_all(defs, instance)
+    cache = Path(instance.storage_directory()) / "saliency" / "t" / "thumbnails"
+    made = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+    assert len(made) == 3
+    again = run_job(defs, "saliency_t_enrich", instance)
+    assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == made
+    thumbnails = materialization_metadata(again, "saliency/t/enriched_table")
+    assert thumbnails["saliency_map_thumbnails"].count("data:image/png;base64,") == 3
 
 
 def test_rerun_skips_computed_clips_and_recomputes_a_changed_one(corpus, instance, monkeypatch):
@@ -146,6 +167,9 @@ def test_missing_corpus_loads_but_fails_clearly_when_run(tmp_path, instance, mon
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "does not exist on this machine" in failure.event_specific_data.error.message
+    for node in defs.resolve_asset_graph().asset_nodes:  # shown as unavailable, not as empty
+        assert node.tags["availability"] == "unavailable"
+        assert node.description.startswith("**Unavailable on this machine**")
 
 
 def test_sharded_partitioning_computes_all_clips(corpus, instance, monkeypatch):

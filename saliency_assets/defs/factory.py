@@ -83,7 +83,9 @@ def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.A
         key=keys.source_table,
         group_name=keys.group,
         kinds={"jsonl" if table.spec.input.suffix.lower() == ".jsonl" else "parquet"},
-        description=f"The raw feature table {table.spec.input}, read and indexed by clip.",
+        description=_unavailable_note(table)
+        + f"The raw feature table {table.spec.input}, read and indexed by clip.",
+        tags=_availability_tags(table),
     )
     def source_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         storage = TableStorage.for_table(table, context.instance)
@@ -135,7 +137,9 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
         skippable=True,
         code_version=CLIP_CODE_VERSION,
         kinds={"onnx", "ffmpeg"},
-        description="Per-clip saliency, computed in batches and kept in the results store. "
+        tags=_availability_tags(table),
+        description=_unavailable_note(table)
+        + "Per-clip saliency, computed in batches and kept in the results store. "
         "Each partition carries its clip's status, values and a data version (a digest of the "
         "clip's bytes fingerprint, the model and the settings).",
     )
@@ -237,7 +241,9 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         pool=MODEL_POOL,
         check_specs=checks.table_check_specs(keys.enriched_table),
         kinds={"jsonl" if table.spec.output.suffix.lower() == ".jsonl" else "parquet"},
-        description=f"The feature table with saliency columns, written to {table.spec.output}.",
+        description=_unavailable_note(table)
+        + f"The feature table with saliency columns, written to {table.spec.output}.",
+        tags=_availability_tags(table),
     )
     def enriched_table(
         context: dg.AssetExecutionContext, decoder: FFmpegDecoder, model: SaliencyModelResource
@@ -261,7 +267,7 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
             )
         samples = [row for row in run.outcome.rows if row.get(config.status_column) == OK]
         return dg.MaterializeResult(
-            metadata=metadata.table_metadata(run, samples, config, chosen),
+            metadata=metadata.table_metadata(run, samples, config, chosen, storage.thumbnails),
             check_results=[
                 checks.status_contract_result(run, table.options.allow_row_failures),
                 checks.provenance_result(provenance),
@@ -271,6 +277,18 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         )
 
     return enriched_table
+
+
+def _unavailable_note(table: CorpusTable) -> str:
+    """Said first on every asset of a table whose input is not on this machine (checked when
+    the code location loads), so "0 partitions" never reads as a healthy empty corpus."""
+    if table.spec.input.is_file():
+        return ""
+    return f"**Unavailable on this machine**: the input table {table.spec.input} does not exist. "
+
+
+def _availability_tags(table: CorpusTable) -> dict[str, str]:
+    return {"availability": "available" if table.spec.input.is_file() else "unavailable"}
 
 
 def _existing(path: Path, what: str) -> Path:
