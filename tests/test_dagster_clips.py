@@ -147,3 +147,45 @@ def test_a_clip_removed_from_the_table_loses_its_partition_not_its_result(
     assert source.materialization.metadata["removed_partitions"].value == 1
     stored = ResultStore(Path(instance.storage_directory()) / "saliency" / "t" / "results")
     assert len(stored) == 3
+
+
+PARTITION_QUERY = """
+query ClipPartition($path: [String!]!, $partition: String!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(partitions: [$partition]) {
+        partition
+        metadataEntries {
+          label
+          ... on FloatMetadataEntry { floatValue }
+          ... on TextMetadataEntry { text }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def test_the_uis_partition_query_returns_that_clips_own_value(tmp_path, instance, monkeypatch):
+    """What the UI's partition page asks the webserver for, over the workspace it loads."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    write_corpus(tmp_path)
+    manifest = write_manifest(tmp_path, dagster_options={"clips_per_run": 3})
+    defs = load_defs(monkeypatch, manifest)
+    computed = partition_metadata(compute(defs, instance), CLIPS)
+    workspace = WorkspaceFileTarget(paths=[str(Path(__file__).parents[1] / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, workspace) as process_context:
+        context = process_context.create_request_context()
+        for partition in ("a.mp4", "c.mp4"):
+            variables = {"path": ["saliency", "t", "clip_saliency"], "partition": partition}
+            result = execute_dagster_graphql(context, PARTITION_QUERY, variables)
+            assert not result.errors, result.errors
+            (event,) = result.data["assetOrError"]["assetMaterializations"]
+            entries = {entry["label"]: entry for entry in event["metadataEntries"]}
+            assert event["partition"] == partition
+            assert entries["status"]["text"] == "ok"
+            assert entries["saliency_mean"]["floatValue"] == computed[partition]["saliency_mean"]
