@@ -193,8 +193,8 @@ def compute_clip_batch(
     shared = clip_events.BatchContext(
         keys.clip_saliency, model, settings_digest(config), CLIP_CODE_VERSION
     )
-    for event in _partition_events(batch, computed, shared, context.partition_keys, sharded):
-        context.log_event(event)
+    events = list(_partition_events(batch, computed, shared, context.partition_keys, sharded))
+    yield from clip_events.batched(context, events)
     context.log.info(
         "batch: %s", metadata.batch_metadata(computed.results, computed.reused, seconds, model)
     )
