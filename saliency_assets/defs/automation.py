@@ -155,8 +155,9 @@ def clip_sensor_tick(table: CorpusTable, partitions, context, refresh_job: str, 
     if table_stat != cursor.table_stat:
         digest = sha256_file(table.spec.input)
         if digest != cursor.table_sha256:
-            result = _table_changed(table, partitions, context.instance, index, digest)
-            result.requests.append(dg.RunRequest(run_key=f"table:{digest}", job_name=refresh_job))
+            result = _table_changed(table, partitions, context.instance, index)
+            refresh = dg.RunRequest(run_key=f"table:{digest}:{table_stat}", job_name=refresh_job)
+            result.requests.append(refresh)
         cursor = replace(cursor, table_stat=table_stat, table_sha256=digest)
     sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
     changed, offset = _changed_clip_slice(index, cursor.stat_offset, sharded)
@@ -164,7 +165,7 @@ def clip_sensor_tick(table: CorpusTable, partitions, context, refresh_job: str, 
     cursor = replace(cursor, stat_offset=offset)
     result.requests += [
         dg.RunRequest(run_key=f"changed:{key}:{stat}", job_name=clips_job, partition_key=key)
-        for key, stat in result.changed
+        for key, stat in dict.fromkeys(result.changed)  # a clip seen twice in one tick
     ]
     if not result.requests and not result.partition_requests:
         return dg.SensorResult(skip_reason="no new, removed or changed clips", cursor=cursor.dump())
@@ -182,7 +183,7 @@ class TickResult:
     changed: list[tuple[str, str]] = field(default_factory=list)  # (partition, new file stat)
 
 
-def _table_changed(table, partitions, instance, index: Path, digest: str) -> TickResult:
+def _table_changed(table, partitions, instance, index: Path) -> TickResult:
     """Re-index the table: partition add/delete requests, and clips changed since last index."""
     previous = _indexed_stats(index)
     sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)

@@ -160,17 +160,18 @@ def clips_of_partitions(
     from saliency_assets.core.engine import unique_clips
     from saliency_assets.core.tables import read_table
 
-    clips = read_clip_index(index_path, partition_keys, sharded) if index_path.is_file() else []
-    if not sharded and _unknown_keys(clips, partition_keys):
-        indexed = index_clips(
-            table, unique_clips(read_table(table.spec.input).rows, table.spec.config)
-        )
-        write_clip_index(index_path, indexed)
-        wanted = set(partition_keys)
-        clips = [clip for clip in indexed if clip.partition_key in wanted]
-        unknown = _unknown_keys(clips, partition_keys)
-        if unknown:
-            raise UnknownClipKeys(table.table_id, unknown)
+    column = "shard" if sharded else "partition_key"
+    if index_path.is_file():
+        clips = read_clip_index(index_path, partition_keys, sharded)
+        if sharded or not _unknown_keys(clips, partition_keys):
+            return clips
+    indexed = index_clips(table, unique_clips(read_table(table.spec.input).rows, table.spec.config))
+    write_clip_index(index_path, indexed)
+    wanted = set(partition_keys)
+    clips = [clip for clip in indexed if getattr(clip, column) in wanted]
+    unknown = [] if sharded else _unknown_keys(clips, partition_keys)
+    if unknown:
+        raise UnknownClipKeys(table.table_id, unknown)
     return clips
 
 
