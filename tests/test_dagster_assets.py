@@ -180,3 +180,10 @@ def test_sharded_partitioning_computes_all_clips(corpus, instance, monkeypatch):
     assert len(clips.get_asset_materialization_events()) == 4
     assert check_metadata(clips, "status_contract")["clips"] == 3
     assert run_job(defs, "saliency_t_enrich", instance).success
+
+
+def test_a_sharded_run_before_any_source_table_run_indexes_the_table(corpus, instance, monkeypatch):
+    options = {"partitioning": "shards", "shards": 4, "clips_per_run": 4}
+    defs = load_defs(monkeypatch, write_manifest(corpus, dagster_options=options))
+    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("shard-0", "shard-3"))
+    assert check_metadata(clips, "status_contract")["clips"] == 3
