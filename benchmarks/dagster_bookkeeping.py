@@ -51,7 +51,7 @@ def main() -> None:
         from saliency_assets.definitions import build_definitions
 
         defs = build_definitions()
-        figures["precompute_s"] = _precompute(defs, work, args)
+        figures["precompute_s"] = _precompute(work)
         for backend in args.backends.split(","):
             with _instance(backend, work / backend) as instance:
                 figures[backend] = backfill(defs, instance, args.clips_per_run)
@@ -93,19 +93,20 @@ def backfill(defs: dg.Definitions, instance, per_run: int) -> dict:
     }
 
 
-def _precompute(defs: dg.Definitions, work: Path, args) -> float:
-    """Every clip into the shared results store once, on a throwaway SQLite instance."""
-    with _instance("sqlite", work / "precompute") as instance:
-        started = time.perf_counter()
-        defs.resolve_job_def("saliency_bench_refresh").execute_in_process(instance=instance)
-        keys = instance.get_dynamic_partitions(PARTITIONS)
-        tags = {
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        }
-        job = defs.resolve_job_def("saliency_bench_clips")
-        job.execute_in_process(instance=instance, tags=tags)
-        return round(time.perf_counter() - started, 2)
+def _precompute(work: Path) -> float:
+    """Every clip into the table's results store once, through the core (no Dagster)."""
+    from saliency_assets.core.engine import compute_clips, prepare_model, unique_clips
+    from saliency_assets.core.results_store import ResultStore
+    from saliency_assets.core.tables import read_table
+    from saliency_assets.defs.corpora import load_corpus_tables
+
+    (table,) = load_corpus_tables()
+    config = table.spec.config
+    started = time.perf_counter()
+    clips = unique_clips(read_table(table.spec.input).rows, config)
+    store = ResultStore(work / "storage" / table.name / "results")
+    compute_clips(clips, config, prepare_model(config), store=store)
+    return round(time.perf_counter() - started, 2)
 
 
 @contextlib.contextmanager
