@@ -1,14 +1,19 @@
-"""The code location: one set of saliency assets per manifest table, assembled here."""
+"""The code location, loaded the ``dg`` way: everything under ``saliency_assets/defs/``.
+
+``dg check defs``, ``dg dev`` and ``dg launch`` find it through ``[tool.dg]`` in pyproject.toml;
+``dagster ... -m saliency_assets.definitions`` and ``workspace.yaml`` load the same object.
+"""
+
+from pathlib import Path
 
 import dagster as dg
-
-from saliency_assets.defs.corpora import load_corpus_tables
-from saliency_assets.defs.factory import corpus_table_defs
 
 
 def build_definitions() -> dg.Definitions:
     """Definitions for every table of every manifest ($SALIENCY_ASSETS_MANIFESTS or manifests/)."""
-    return dg.Definitions.merge(*(corpus_table_defs(table) for table in load_corpus_tables()))
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -64,3 +64,24 @@ def materialization_metadata(result, key: str) -> dict:
         if event.asset_key.to_user_string() == key
     ]
     return {name: value.value for name, value in events[-1].materialization.metadata.items()}
+
+
+def check_evaluation(result, check_name: str):
+    """The run's (last) evaluation of ``check_name``."""
+    return [e for e in result.get_asset_check_evaluations() if e.check_name == check_name][-1]
+
+
+def check_metadata(result, check_name: str) -> dict:
+    evaluation = check_evaluation(result, check_name)
+    return {name: value.value for name, value in evaluation.metadata.items()}
+
+
+def partition_metadata(result, key: str) -> dict[str, dict]:
+    """Each materialized partition of asset ``key`` in the run, with its own metadata."""
+    return {
+        event.partition: {
+            name: value.value for name, value in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == key
+    }

@@ -38,6 +38,16 @@ def test_every_table_has_its_checks_jobs_and_sensor(monkeypatch):
     assert defs.resolve_schedule_def("saliency_konvid_150k_refresh_schedule")
 
 
+def test_every_shipped_corpus_has_one_partition_per_clip(monkeypatch):
+    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
+    from saliency_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    for table in TABLES:
+        node = graph.get(dg.AssetKey(["saliency", table, "clip_saliency"]))
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition), table
+
+
 def test_dagster_definitions_validate_passes(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

@@ -1,9 +1,14 @@
 """The Dagster layer on a temporary instance, with real decoding and the real bundled model."""
 
+import base64
 import json
+from pathlib import Path
 
+import dagster as dg
 import pytest
 from dagster_support import (
+    check_evaluation,
+    check_metadata,
     load_defs,
     materialization_metadata,
     range_tags,
@@ -45,7 +50,7 @@ def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, mo
     defs = load_defs(monkeypatch, write_manifest(corpus))
     clips, enriched = materialize_all(defs, instance)
     assert len(clips.get_asset_materialization_events()) == 3
-    batch = materialization_metadata(clips, "saliency/t/clip_saliency")
+    batch = check_metadata(clips, "status_contract")
     assert (batch["clips"], batch["computed_clips"], batch["status/ok"]) == (3, 3, 3)
     rows = [
         json.loads(line)
@@ -64,18 +69,37 @@ def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, mo
         "signal": True,
     }
     table_metadata = materialization_metadata(enriched, "saliency/t/enriched_table")
-    assert "data:image/png;base64," in table_metadata["saliency_mean_histogram"]
+    histogram = table_metadata["saliency_mean_histogram"]
+    svg = base64.b64decode(histogram.split("data:image/svg+xml;base64,")[1].split(")")[0])
+    assert b">saliency_mean</text>" in svg and b">rows</text>" in svg
     assert table_metadata["saliency_map_thumbnails"].count("data:image/png;base64,") == 3
+    assert "saliency_mean = " in table_metadata["saliency_map_thumbnails"]
+    for name in ("saliency_mean_median", "saliency_mean_p10", "saliency_mean_p90", "failed_share"):
+        assert isinstance(table_metadata[name], float), name
+    columns = [column.name for column in table_metadata["dagster/column_schema"].columns]
+    assert columns[:2] == ["src", "frame"] and "saliency_mean" in columns
+
+
+def test_thumbnails_are_made_once_per_clip_result(corpus, instance, monkeypatch):
+    defs = load_defs(monkeypatch, write_manifest(corpus))
+    materialize_all(defs, instance)
+    cache = Path(instance.storage_directory()) / "saliency" / "t" / "thumbnails"
+    made = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+    assert len(made) == 3
+    again = run_job(defs, "saliency_t_enrich", instance)
+    assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == made
+    thumbnails = materialization_metadata(again, "saliency/t/enriched_table")
+    assert thumbnails["saliency_map_thumbnails"].count("data:image/png;base64,") == 3
 
 
 def test_rerun_skips_computed_clips_and_recomputes_a_changed_one(corpus, instance, monkeypatch):
     defs = load_defs(monkeypatch, write_manifest(corpus))
     materialize_all(defs, instance)
     again = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
-    assert materialization_metadata(again, "saliency/t/clip_saliency")["computed_clips"] == 0
+    assert check_metadata(again, "status_contract")["computed_clips"] == 0
     make_clip(corpus / "clips" / "b.mp4", 96, 64, 4)
     changed = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
-    metadata = materialization_metadata(changed, "saliency/t/clip_saliency")
+    metadata = check_metadata(changed, "status_contract")
     assert (metadata["computed_clips"], metadata["reused_clips"]) == (1, 2)
 
 
@@ -84,7 +108,7 @@ def test_changed_model_setting_recomputes(corpus, instance, monkeypatch):
     materialize_all(defs, instance)
     defs = load_defs(monkeypatch, write_manifest(corpus, temporal_aggregator="max"))
     rerun = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
-    assert materialization_metadata(rerun, "saliency/t/clip_saliency")["computed_clips"] == 3
+    assert check_metadata(rerun, "status_contract")["computed_clips"] == 3
 
 
 def test_status_contract_blocks_when_rows_fail(tmp_path, instance, monkeypatch):
@@ -101,13 +125,18 @@ def test_status_contract_blocks_when_rows_fail(tmp_path, instance, monkeypatch):
     assert contract[0].metadata["status/missing-source"].value == 1
 
 
-def test_allowed_row_failures_pass_the_contract(tmp_path, instance, monkeypatch):
+def test_allowed_row_failures_warn_naming_the_failed_clips(tmp_path, instance, monkeypatch):
     write_corpus(tmp_path, missing=["gone.mp4"])
     defs = load_defs(
         monkeypatch, write_manifest(tmp_path, dagster_options={"allow_row_failures": True})
     )
     _, enriched = materialize_all(defs, instance)
     assert enriched.success
+    contract = check_evaluation(enriched, "status_contract")
+    assert contract.passed is False
+    assert contract.severity == dg.AssetCheckSeverity.WARN
+    assert list(contract.metadata["failed_clip_reasons"].value) == ["gone.mp4"]
+    assert "gone.mp4" in contract.description
 
 
 def test_a_broken_clip_fails_the_batch_check_by_name_and_blocks_the_table(
@@ -120,6 +149,7 @@ def test_a_broken_clip_fails_the_batch_check_by_name_and_blocks_the_table(
     clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
     contract = clips.get_asset_check_evaluations()[0]
     assert contract.passed is False
+    assert contract.severity == dg.AssetCheckSeverity.ERROR
     assert contract.metadata["status/decode-failed"].value == 1
     assert list(contract.metadata["failed_clip_reasons"].value) == ["b.mp4"]
     enriched = run_job(defs, "saliency_t_enrich", instance, raise_on_error=False)
@@ -131,9 +161,9 @@ def test_coverage_fails_when_clips_were_not_materialized(corpus, instance, monke
     run_job(defs, "saliency_t_refresh", instance)
     run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "a.mp4"))
     enriched = run_job(defs, "saliency_t_enrich", instance)
-    coverage = [e for e in enriched.get_asset_check_evaluations() if e.check_name == "coverage"][0]
+    coverage = check_evaluation(enriched, "coverage")
     assert coverage.passed is False
-    assert coverage.metadata["computed_by_enriched_table"].value == 2
+    assert coverage.metadata["missing_clips"].value == 2
 
 
 def test_missing_corpus_loads_but_fails_clearly_when_run(tmp_path, instance, monkeypatch):
@@ -142,6 +172,9 @@ def test_missing_corpus_loads_but_fails_clearly_when_run(tmp_path, instance, mon
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "does not exist on this machine" in failure.event_specific_data.error.message
+    for node in defs.resolve_asset_graph().asset_nodes:  # shown as unavailable, not as empty
+        assert node.tags["availability"] == "unavailable"
+        assert node.description.startswith("**Unavailable on this machine**")
 
 
 def test_sharded_partitioning_computes_all_clips(corpus, instance, monkeypatch):
@@ -150,5 +183,12 @@ def test_sharded_partitioning_computes_all_clips(corpus, instance, monkeypatch):
     run_job(defs, "saliency_t_refresh", instance)
     clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("shard-0", "shard-3"))
     assert len(clips.get_asset_materialization_events()) == 4
-    assert materialization_metadata(clips, "saliency/t/clip_saliency")["clips"] == 3
+    assert check_metadata(clips, "status_contract")["clips"] == 3
     assert run_job(defs, "saliency_t_enrich", instance).success
+
+
+def test_a_sharded_run_before_any_source_table_run_indexes_the_table(corpus, instance, monkeypatch):
+    options = {"partitioning": "shards", "shards": 4, "clips_per_run": 4}
+    defs = load_defs(monkeypatch, write_manifest(corpus, dagster_options=options))
+    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("shard-0", "shard-3"))
+    assert check_metadata(clips, "status_contract")["clips"] == 3

@@ -258,16 +258,10 @@ def test_daemon_runs_a_multi_run_backfill_over_every_clip_partition(pg_home, dae
         records = instance.fetch_materializations(CLIP_SALIENCY, limit=100).records
         assert sorted(record.partition_key for record in records) == CLIP_NAMES
         assert {record.run_id for record in records} == {run.run_id for run in runs}
-        metadata = {
-            record.run_id: {
-                name: value.value for name, value in record.asset_materialization.metadata.items()
-            }
-            for record in records
-        }
-        for run_metadata in metadata.values():
-            assert run_metadata["clips"] == CLIPS_PER_RUN, run_metadata
-            assert run_metadata["computed_clips"] == CLIPS_PER_RUN, run_metadata
-            assert run_metadata["status/ok"] == CLIPS_PER_RUN, run_metadata
+        for record in records:  # each clip partition carries its own clip's result
+            metadata = record.asset_materialization.metadata
+            assert metadata["status"].value == "ok", (record.partition_key, metadata)
+            assert isinstance(metadata["saliency_mean"].value, float)
         checks = instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(CLIP_SALIENCY, "status_contract"), limit=10
         )

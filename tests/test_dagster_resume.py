@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster_support import load_defs, materialization_metadata, range_tags, run_job
+from dagster_support import check_metadata, load_defs, range_tags, run_job
 from support.clips import make_clip
 
 CLIPS = [f"clip{index:02d}.mp4" for index in range(10)]
@@ -104,7 +104,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
 
         defs = load_defs(monkeypatch, manifest)
         rerun = run_job(defs, "saliency_t_clips", instance, tags=range_tags(CLIPS[0], CLIPS[-1]))
-        batch = materialization_metadata(rerun, "saliency/t/clip_saliency")
+        batch = check_metadata(rerun, "status_contract")
         assert batch["reused_clips"] > 0
         assert batch["computed_clips"] == len(CLIPS) - batch["reused_clips"]
         assert instance.get_materialized_partitions(clip_key) == set(CLIPS)

@@ -1,4 +1,5 @@
-"""The Dagster UI, driven by headless Chromium: find the demo assets, materialize one from it.
+"""The Dagster UI, driven by headless Chromium: find the demo assets, materialize one from it,
+open a clip's partition page and find that clip's value.
 
 ``dagster-webserver`` and ``dagster-daemon`` (the repository's ``dagster.yaml`` queues runs, so
 the daemon launches them, as under ``dg dev``) serve ``workspace.yaml`` over a temporary
@@ -186,6 +187,27 @@ def materialize_from_the_ui(page, dagster_ui: Dagster, shots: Path) -> None:
     page.goto(f"{base}/assets/saliency/{TABLE}/source_table?view=events")
     page.get_by_text("unique_clips").first.wait_for()
     page.screenshot(path=str(shots / "events.png"))
+    open_a_clip_partition(page, base, instance, shots)
+
+
+def open_a_clip_partition(page, base: str, instance, shots: Path) -> None:
+    """A clip's partition page shows that clip's own status and value, not its batch's."""
+    from saliency_assets.definitions import build_definitions
+
+    clip = "drift_vp9.mkv"
+    tags = {
+        "dagster/asset_partition_range_start": "drift_h264.mp4",
+        "dagster/asset_partition_range_end": "drift_mpeg4.mp4",
+    }
+    job = build_definitions().resolve_job_def(f"saliency_{TABLE}_clips")
+    result = job.execute_in_process(instance=instance, tags=tags)
+    (event,) = [e for e in result.get_asset_materialization_events() if e.partition == clip]
+    value = event.materialization.metadata["saliency_mean"].value
+    shown = {f"{value:.2f}", f"{int(value * 100) / 100:.2f}"}  # rounded or cut by the UI
+    page.goto(f"{base}/assets/saliency/{TABLE}/clip_saliency?view=partitions&partition={clip}")
+    page.get_by_text("saliency_mean", exact=True).first.wait_for()
+    page.get_by_text(re.compile("|".join(re.escape(text) for text in shown))).first.wait_for()
+    page.screenshot(path=str(shots / "clip_partition.png"))
 
 
 def launch_from_the_ui(page, base: str, shots: Path) -> str:

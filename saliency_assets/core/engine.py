@@ -125,6 +125,7 @@ class ComputedClips:
     results: dict[str, ClipResult]
     reused: int
     unstored: int = 0  # computed results the store could not keep
+    keys: dict[str, ResultKey] = field(default_factory=dict)  # clips readable now, with a store
 
 
 def compute_clips(
@@ -164,7 +165,7 @@ def compute_clips(
     finally:
         saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
-    return ComputedClips(results, reused, saver.unstored)
+    return ComputedClips(results, reused, saver.unstored, keys)
 
 
 def _results_of_other_runs(

@@ -76,6 +76,14 @@ class ResultKey:
     settings_digest: str
     clip_key: str = field(default="", compare=False)
 
+    def digest(self) -> str:
+        """A short digest of the whole key: the same clip bytes, model and settings, the same
+        digest (what an orchestrator can use as the result's version)."""
+        text = "\0".join(
+            (self.clip_format, self.source_fingerprint, self.model_sha256, self.settings_digest)
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
 
 class ClipResultStore(Protocol):
     """What the engine needs of a store; each backend module offers one."""

@@ -1,22 +1,64 @@
-"""Jobs, the clip sensor and the refresh schedule of one corpus table.
+"""What keeps a corpus table computed: a slim clip sensor and declarative automation.
 
-The sensor notices a new or changed raw table, registers new clip partitions (in chunks) and
-requests range-tagged runs of ``clips_per_run`` clips for clips not yet computed; once every
-clip is computed it requests the enriched table. The optional cron schedule re-reads the raw
-table (``source_table``) so scheduled refreshes pick up new rows.
+The clip sensor only keeps the clip partitions equal to the table's clips: it registers new
+clips and deletes removed ones when the table's bytes change (its cursor holds the table's
+size, mtime and sha256, so an unchanged table costs one ``stat`` a tick), and it notices clip
+files rewritten in place (a slice of the clip index is re-``stat``-ed each tick) and requests
+their partitions again. What runs is decided by automation conditions: every clip partition
+that is missing and not being computed (so a clip is never forgotten, however many ticks or
+failed runs ago it appeared), batched per run by the asset's BackfillPolicy; and the enriched
+table once no clip is missing or in progress any more. A run that fails is retried by the
+instance's ``run_retries``; a partition whose run kept failing is then left alone (it ends
+failed and no longer holds back the table). The optional cron schedule re-reads the raw table.
 """
 
-from collections.abc import Iterator
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 
+from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.engine import unique_clips
+from saliency_assets.core.model import sha256_file
 from saliency_assets.core.tables import read_table
 from saliency_assets.defs.corpora import CorpusTable
-from saliency_assets.defs.partitions import REGISTER_CHUNK, index_clips
+from saliency_assets.defs.partitions import (
+    REGISTER_CHUNK,
+    file_stat,
+    index_clips,
+    partition_changes,
+    write_clip_index,
+)
+from saliency_assets.defs.storage import TableStorage
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+STAT_SLICE = 5_000  # clip files re-stat-ed per tick: ~10-30 ms, a full pass every N/5000 ticks
+
+
+def clip_condition() -> dg.AutomationCondition:
+    """Missing clips, unless being computed or their last run failed (run_retries redoes it)."""
+    return (
+        dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.execution_failed()
+    ).with_label("clip missing, not in progress, last run not failed")
+
+
+def enriched_condition() -> dg.AutomationCondition:
+    """Once a clip or the source changed (or it was never written, or its last run did not
+    fail), and no clip is still pending or in progress."""
+    pending = clip_condition() | dg.AutomationCondition.in_progress()
+    never_written = dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
+    return (
+        (never_written | dg.AutomationCondition.any_deps_updated().since_last_handled())
+        & ~dg.AutomationCondition.any_deps_match(pending).with_label("no clip pending")
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("inputs updated, every clip done or finally failed")
 
 
 def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefinition):
@@ -24,14 +66,30 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
     clips_job = dg.define_asset_job(
         f"{name}_clips",
         selection=dg.AssetSelection.assets(keys.clip_saliency),
+        description=f"Compute clip partitions of {table.table_id} (one, or a range by tags).",
     )
     refresh_job = dg.define_asset_job(
-        f"{name}_refresh", selection=dg.AssetSelection.assets(keys.source_table)
+        f"{name}_refresh",
+        selection=dg.AssetSelection.assets(keys.source_table),
+        description=f"Re-read the raw table of {table.table_id} and sync its clip partitions.",
     )
     enrich_job = dg.define_asset_job(
-        f"{name}_enrich", selection=dg.AssetSelection.assets(keys.enriched_table)
+        f"{name}_enrich",
+        selection=dg.AssetSelection.assets(keys.enriched_table),
+        description=f"Write the enriched table of {table.table_id}.",
     )
-    sensor = _clip_sensor(table, keys, partitions, clips_job, enrich_job)
+    sensors = [
+        _clip_sensor(table, partitions, refresh_job, clips_job),
+        dg.AutomationConditionSensorDefinition(
+            f"{name}_automation",
+            target=dg.AssetSelection.assets(keys.clip_saliency, keys.enriched_table),
+            minimum_interval_seconds=table.options.sensor_interval_s or 30,
+            default_status=_default_status(table),
+            description=f"Computes missing clip partitions of {table.table_id} in batches of "
+            f"{table.options.clips_per_run or 'any number of'} clips, then the enriched table "
+            "once every clip is done or finally failed.",
+        ),
+    ]
     schedules = []
     if table.options.refresh_cron:
         schedules.append(
@@ -39,103 +97,139 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
                 name=f"{name}_refresh_schedule",
                 job=refresh_job,
                 cron_schedule=table.options.refresh_cron,
+                description=f"Re-reads the raw table of {table.table_id} on a schedule.",
             )
         )
-    return [clips_job, refresh_job, enrich_job], [sensor], schedules
+    return [clips_job, refresh_job, enrich_job], sensors, schedules
 
 
-def plan_clip_runs(
-    ordered_keys: list[str],
-    todo: set[str],
-    clips_per_run: int,
-    run_key_prefix: str,
-    job_name: str | None = None,
-) -> list[dg.RunRequest]:
-    """Range-tagged run requests covering ``todo``, in partition order, no range over a done key."""
-    return [
-        dg.RunRequest(
-            run_key=f"{run_key_prefix}:{chunk[0]}...{chunk[-1]}",
-            job_name=job_name,
-            tags={RANGE_START_TAG: chunk[0], RANGE_END_TAG: chunk[-1]},
-        )
-        for chunk in _contiguous_chunks(ordered_keys, todo, clips_per_run)
-    ]
+@dataclass(frozen=True)
+class SensorCursor:
+    table_stat: str = ""
+    table_sha256: str = ""
+    stat_offset: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> SensorCursor:
+        try:
+            return cls(**json.loads(text)) if text else cls()
+        except (TypeError, ValueError):  # an older cursor format: start over
+            return cls()
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self))
 
 
-def _contiguous_chunks(ordered_keys: list[str], todo: set[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for key in ordered_keys:
-        if key in todo:
-            chunk.append(key)
-            if size and len(chunk) == size:
-                yield chunk
-                chunk = []
-        elif chunk:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _default_status(table: CorpusTable) -> dg.DefaultSensorStatus:
+    """Off unless the manifest says ``"automation": true`` (or someone turns it on in the UI)."""
+    if table.options.automation:
+        return dg.DefaultSensorStatus.RUNNING
+    return dg.DefaultSensorStatus.STOPPED
 
 
-def _clip_sensor(table: CorpusTable, keys, partitions, clips_job, enrich_job):
-    dynamic = isinstance(partitions, dg.DynamicPartitionsDefinition)
-
+def _clip_sensor(table: CorpusTable, partitions, refresh_job, clips_job):
     @dg.sensor(
         name=f"saliency_{table.name}_clip_sensor",
-        jobs=[clips_job, enrich_job],
+        jobs=[refresh_job, clips_job],
         minimum_interval_seconds=table.options.sensor_interval_s or 30,
-        description=f"Registers new clips of {table.spec.input} and requests their runs.",
+        default_status=_default_status(table),
+        description=f"Keeps the clip partitions of {table.table_id} equal to the clips of "
+        f"{table.spec.input} (registers new ones, deletes removed ones) and requests clips "
+        "whose files changed.",
     )
     def clip_sensor(context: dg.SensorEvaluationContext):
-        if not table.spec.input.is_file():
-            return dg.SkipReason(f"input table {table.spec.input} does not exist")
-        stat = table.spec.input.stat()
-        fingerprint = f"{stat.st_size}-{stat.st_mtime_ns}"
-        rows = read_table(table.spec.input).rows
-        clips = index_clips(table, unique_clips(rows, table.spec.config))
-        wanted = [clip.shard if not dynamic else clip.partition_key for clip in clips]
-        ordered, new = _partition_order(context.instance, partitions, wanted, dynamic)
-        done = context.instance.get_materialized_partitions(keys.clip_saliency)
-        todo = set(wanted) - set(done)
-        requests = plan_clip_runs(
-            ordered, todo, table.options.clips_per_run, fingerprint, clips_job.name
-        )
-        if not todo:
-            requests += _enrich_request(context.instance, keys, enrich_job)
-        adds = (
-            [
-                partitions.build_add_request(new[i : i + REGISTER_CHUNK])
-                for i in range(0, len(new), REGISTER_CHUNK)
-            ]
-            if dynamic
-            else []
-        )
-        return dg.SensorResult(
-            run_requests=requests, dynamic_partitions_requests=adds, cursor=fingerprint
-        )
+        return clip_sensor_tick(table, partitions, context, refresh_job.name, clips_job.name)
 
     return clip_sensor
 
 
-def _partition_order(instance, partitions, wanted: list[str], dynamic: bool):
-    if not dynamic:
-        return partitions.get_partition_keys(), []
-    registered = instance.get_dynamic_partitions(partitions.name)
-    known = set(registered)
-    new = [key for key in dict.fromkeys(wanted) if key not in known]
-    return [*registered, *new], new
-
-
-def _enrich_request(instance, keys, enrich_job) -> list[dg.RunRequest]:
-    """Request the enriched table when clips or the source were materialized after it."""
-    latest_inputs = [
-        instance.get_latest_materialization_event(key)
-        for key in (keys.source_table, keys.clip_saliency)
+def clip_sensor_tick(table: CorpusTable, partitions, context, refresh_job: str, clips_job: str):
+    """One tick: sync partitions if the table's bytes changed, then probe a slice of clips."""
+    cursor = SensorCursor.parse(context.cursor)
+    if not table.spec.input.is_file():
+        return dg.SkipReason(f"input table {table.spec.input} does not exist on this machine")
+    stat = table.spec.input.stat()
+    table_stat = f"{stat.st_size}-{stat.st_mtime_ns}"
+    index = TableStorage.for_table(table, context.instance).clip_index
+    result = TickResult()
+    if table_stat != cursor.table_stat:
+        digest = sha256_file(table.spec.input)
+        if digest != cursor.table_sha256:
+            result = _table_changed(table, partitions, context.instance, index)
+            refresh = dg.RunRequest(run_key=f"table:{digest}:{table_stat}", job_name=refresh_job)
+            result.requests.append(refresh)
+        cursor = replace(cursor, table_stat=table_stat, table_sha256=digest)
+    sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
+    changed, offset = _changed_clip_slice(index, cursor.stat_offset, sharded)
+    result.changed += changed
+    cursor = replace(cursor, stat_offset=offset)
+    result.requests += [
+        dg.RunRequest(run_key=f"changed:{key}:{stat}", job_name=clips_job, partition_key=key)
+        for key, stat in dict.fromkeys(result.changed)  # a clip seen twice in one tick
     ]
-    stamps = [event.timestamp for event in latest_inputs if event is not None]
-    if not stamps:
-        return []
-    enriched = instance.get_latest_materialization_event(keys.enriched_table)
-    if enriched is not None and enriched.timestamp >= max(stamps):
-        return []
-    return [dg.RunRequest(run_key=f"enrich:{max(stamps):.3f}", job_name=enrich_job.name)]
+    if not result.requests and not result.partition_requests:
+        return dg.SensorResult(skip_reason="no new, removed or changed clips", cursor=cursor.dump())
+    return dg.SensorResult(
+        run_requests=result.requests,
+        dynamic_partitions_requests=result.partition_requests,
+        cursor=cursor.dump(),
+    )
+
+
+@dataclass
+class TickResult:
+    requests: list[dg.RunRequest] = field(default_factory=list)
+    partition_requests: list = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)  # (partition, new file stat)
+
+
+def _table_changed(table, partitions, instance, index: Path) -> TickResult:
+    """Re-index the table: partition add/delete requests, and clips changed since last index."""
+    previous = _indexed_stats(index)
+    sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
+    clips = index_clips(table, unique_clips(read_table(table.spec.input).rows, table.spec.config))
+    write_clip_index(index, clips)
+    changed = [
+        (clip.shard if sharded else clip.partition_key, clip.stat)
+        for clip in clips
+        if clip.clip_key in previous and previous[clip.clip_key] != clip.stat
+    ]
+    if not isinstance(partitions, dg.DynamicPartitionsDefinition):
+        return TickResult(changed=changed)
+    changes = partition_changes(
+        instance.get_dynamic_partitions(partitions.name), [clip.partition_key for clip in clips]
+    )
+    requests = [
+        partitions.build_add_request(changes.added[start : start + REGISTER_CHUNK])
+        for start in range(0, len(changes.added), REGISTER_CHUNK)
+    ]
+    if changes.removed:
+        requests.append(partitions.build_delete_request(changes.removed))
+    return TickResult(partition_requests=requests, changed=changed)
+
+
+def _indexed_stats(index: Path) -> dict[str, str]:
+    if not index.is_file():
+        return {}
+    columns = pq.read_table(index, columns=["clip_key", "stat"]).to_pydict()
+    return dict(zip(columns["clip_key"], columns["stat"], strict=True))
+
+
+def _changed_clip_slice(
+    index: Path, offset: int, sharded: bool
+) -> tuple[list[tuple[str, str]], int]:
+    """Re-stat STAT_SLICE indexed clips from ``offset``; those whose file changed since."""
+    if not index.is_file():
+        return [], 0
+    key_column = "shard" if sharded else "partition_key"
+    columns = pq.read_table(index, columns=[key_column, "path", "stat"]).to_pydict()
+    total = len(columns["path"])
+    if offset >= total:
+        offset = 0
+    end = min(offset + STAT_SLICE, total)
+    changed = []
+    for row in range(offset, end):
+        now = file_stat(ClipSource(Path(columns["path"][row])))
+        if columns["stat"][row] and now != columns["stat"][row]:
+            changed.append((columns[key_column][row], now))
+    return changed, end

@@ -34,6 +34,7 @@ class DagsterOptions:
     allow_row_failures: bool = False
     storage: str | None = None
     sensor_interval_s: int = DEFAULT_SENSOR_INTERVAL_S
+    automation: bool = False  # start the clip sensor and the automation sensor as RUNNING
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def parse_options(spec: TableSpec) -> DagsterOptions:
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}")
     options = DagsterOptions(**values)
+    if not isinstance(options.automation, bool):
+        raise ValueError(f"{where}: automation must be true or false")
     if options.partitioning not in PARTITIONINGS:
         raise ValueError(f"{where}: partitioning must be one of {PARTITIONINGS}")
     for name in ("clips_per_run", "shards", "sensor_interval_s"):

@@ -4,62 +4,116 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from saliency_assets.core.clip_saliency import ClipJob, clip_map
+from saliency_assets.core.clip_saliency import ClipJob, ClipResult, clip_map
 from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.images import encode_png, heatmap_thumbnail, histogram_image
+from saliency_assets.core.images import encode_png, heatmap_thumbnail
 from saliency_assets.core.model import ModelChoice, SaliencyModel
+from saliency_assets.core.results_store import result_keys
 from saliency_assets.core.rows import MEAN_COLUMN
-from saliency_assets.core.sources import Unresolved, resolve_clip
+from saliency_assets.core.sources import Unresolved, clip_key, resolve_clip
 from saliency_assets.core.table_run import TableRun
+from saliency_assets.core.tables import atomic_write
 
 THUMBNAIL_CLIPS = 3
+HISTOGRAM_BINS = 20
 
 
 def batch_metadata(
-    statuses: Counter, reused: int, seconds: float, model: ModelChoice
+    results: dict[str, ClipResult], reused: int, seconds: float, model: ModelChoice
 ) -> dict[str, Any]:
-    clips = sum(statuses.values())
-    computed = clips - reused
+    """The run's batch as a whole (on its status check; each partition carries its own clip)."""
+    computed = len(results) - reused
     return {
-        "clips": clips,
+        "clips": len(results),
         "computed_clips": computed,
         "reused_clips": reused,
         "seconds": round(seconds, 3),
         "computed_clips_per_second": round(computed / seconds, 3) if seconds > 0 else 0.0,
         "model_id": model.model_id,
         "model_sha256": model.sha256,
-        **{f"status/{status}": count for status, count in sorted(statuses.items())},
+        **status_counts(results.values()),
     }
 
 
+def shard_metadata(results: list[ClipResult], model: ModelChoice) -> dict[str, Any]:
+    """A shard's partition page: its clips' counts and the mean of their values."""
+    means = [result.saliency_mean for result in results if result.ok]
+    return {
+        "clips": len(results),
+        "saliency_mean_of_clips": dg.MetadataValue.float(float(np.mean(means)) if means else 0.0),
+        "model_id": model.model_id,
+        "model_sha256": model.sha256,
+        **status_counts(results),
+    }
+
+
+def status_counts(results: Iterable[ClipResult]) -> dict[str, int]:
+    statuses = Counter(result.status for result in results)
+    return {f"status/{status}": count for status, count in sorted(statuses.items())}
+
+
 def table_metadata(
-    run: TableRun, ok_rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice
+    run: TableRun,
+    ok_rows: list[dict[str, Any]],
+    config: MaterializeConfig,
+    model: ModelChoice,
+    thumbnails: Path,
 ) -> dict[str, Any]:
     means = np.array([row[MEAN_COLUMN] for row in ok_rows], dtype=np.float64)
     return {
         "path": dg.MetadataValue.path(str(run.output)),
         "dagster/row_count": run.summary["total"],
+        "dagster/column_schema": column_schema(run.outcome.rows),
         **run.summary,
+        **drift_figures(means, run.summary),
         "unique_clips": run.outcome.clips,
         "model_id": model.model_id,
         "model_sha256": model.sha256,
         "saliency_mean_histogram": dg.MetadataValue.md(histogram_markdown(means)),
-        "saliency_map_thumbnails": dg.MetadataValue.md(thumbnails_markdown(ok_rows, config, model)),
+        "saliency_map_thumbnails": dg.MetadataValue.md(
+            thumbnails_markdown(ok_rows, config, model, thumbnails)
+        ),
     }
 
 
+def drift_figures(means: np.ndarray, summary: dict[str, int]) -> dict[str, dg.MetadataValue]:
+    """Floats, so the UI's Plots tab tracks them across materializations."""
+    quantiles = np.quantile(means, [0.1, 0.5, 0.9]) if means.size else [0.0, 0.0, 0.0]
+    figures = {
+        "saliency_mean_mean": float(means.mean()) if means.size else 0.0,
+        "saliency_mean_median": float(quantiles[1]),
+        "saliency_mean_p10": float(quantiles[0]),
+        "saliency_mean_p90": float(quantiles[2]),
+        "failed_share": summary["failed"] / summary["total"] if summary["total"] else 0.0,
+    }
+    return {name: dg.MetadataValue.float(value) for name, value in figures.items()}
+
+
+def column_schema(rows: list[dict[str, Any]]) -> dg.TableSchema:
+    """The written table's columns, in order, with the type of their first non-null value."""
+    types: dict[str, str] = {}
+    for row in rows:
+        for name, value in row.items():
+            if types.get(name, "null") == "null":
+                types[name] = "null" if value is None else type(value).__name__
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in types.items()])
+
+
 def histogram_markdown(values: np.ndarray) -> str:
-    """A bar-chart image of saliency_mean over [0, 1] with the counts as a table below it."""
+    """A bar chart of saliency_mean over [0, 1] with labelled axes, and the counts below it."""
     if values.size == 0:
         return "_no ok rows_"
-    image, counts, edges = histogram_image(values)
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    svg = base64.b64encode(histogram_svg(counts).encode("utf-8")).decode("ascii")
     lines = [
-        _image_markdown("saliency_mean histogram", image),
+        f"![saliency_mean histogram](data:image/svg+xml;base64,{svg})",
         "",
         f"n = {values.size}, mean = {values.mean():.4f}, median = {np.median(values):.4f}",
         "",
@@ -74,39 +128,92 @@ def histogram_markdown(values: np.ndarray) -> str:
     return "\n".join(lines)
 
 
+def histogram_svg(counts: np.ndarray) -> str:
+    """Bars over [0, 1] with x ticks, and both axes named (x: saliency_mean, y: rows)."""
+    left, bottom, width, height = 48, 150, 400, 120
+    tallest = max(int(counts.max()), 1)
+    bar_width = width / len(counts)
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="470" height="190" '
+        'font-family="sans-serif" font-size="11">',
+        f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{bottom}" x2="{left}" y2="{bottom - height}" stroke="#444"/>',
+        f'<text x="{left - 6}" y="{bottom - height + 4}" text-anchor="end">{tallest}</text>',
+        f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0</text>',
+        f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">saliency_mean</text>',
+        f'<text x="12" y="{bottom - height / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {bottom - height / 2})">rows</text>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = left + tick * width
+        parts.append(f'<text x="{x}" y="{bottom + 16}" text-anchor="middle">{tick:g}</text>')
+    for index, count in enumerate(counts):
+        bar = height * int(count) / tallest
+        x = left + index * bar_width + 1
+        parts.append(
+            f'<rect x="{x:.1f}" y="{bottom - bar:.1f}" width="{bar_width - 2:.1f}" '
+            f'height="{bar:.1f}" fill="#3a7bd5"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def thumbnails_markdown(
-    ok_rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice
+    ok_rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice, cache: Path
 ) -> str:
-    """Temporally reduced saliency maps of a few sample clips, as small heat maps."""
-    sources = _sample_sources(ok_rows, config)
-    if not sources:
+    """Temporally reduced saliency maps of a few sample clips, with their values. Each map is
+    made once per clip result (cached under the result key's digest), not on every run."""
+    samples = _sample_clips(ok_rows, config)
+    if not samples:
         return "_no ok clips_"
-    session = SaliencyModel(model.path, config.providers)
-    job = ClipJob.from_config(config, model.path)
+    renderer = _MapRenderer(config, model)
     lines = []
-    for source in sources:
-        saliency = clip_map(source, job, session)
-        height, width = saliency.shape
+    for source, value in samples:
+        png = _cached_thumbnail(cache, source, config, model, renderer)
+        if not png:
+            continue
+        encoded = base64.b64encode(png).decode("ascii")
         lines += [
-            f"**{source.path.name}** ({width}×{height})",
+            f"**{source.path.name}**: saliency_mean = {value:.4f}",
             "",
-            _image_markdown(source.path.name, heatmap_thumbnail(saliency)),
+            f"![{source.path.name}](data:image/png;base64,{encoded})",
             "",
         ]
     return "\n".join(lines)
 
 
-def _sample_sources(ok_rows: list[dict[str, Any]], config: MaterializeConfig) -> list:
-    sources = {}
+class _MapRenderer:
+    """Loads the model session only if some thumbnail is not cached yet."""
+
+    def __init__(self, config: MaterializeConfig, model: ModelChoice) -> None:
+        self.config, self.model, self._session = config, model, None
+
+    def png(self, source) -> bytes:
+        if self._session is None:
+            self._session = SaliencyModel(self.model.path, self.config.providers)
+        job = ClipJob.from_config(self.config, self.model.path)
+        return encode_png(heatmap_thumbnail(clip_map(source, job, self._session)))
+
+
+def _cached_thumbnail(cache: Path, source, config, model: ModelChoice, renderer) -> bytes:
+    keys = result_keys({clip_key(source): source}, config, model.sha256)
+    if not keys:  # unreadable now: no thumbnail rather than a failed table
+        return b""
+    path = cache / f"{next(iter(keys.values())).digest()}.png"
+    if path.is_file():
+        return path.read_bytes()
+    png = renderer.png(source)
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: handle.write(png))
+    return png
+
+
+def _sample_clips(ok_rows: list[dict[str, Any]], config: MaterializeConfig) -> list:
+    samples = {}
     for row in ok_rows:
         source = resolve_clip(row, config)
         if not isinstance(source, Unresolved):
-            sources.setdefault(str(source.path), source)
-        if len(sources) == THUMBNAIL_CLIPS:
+            samples.setdefault(str(source.path), (source, float(row[MEAN_COLUMN])))
+        if len(samples) == THUMBNAIL_CLIPS:
             break
-    return list(sources.values())
-
-
-def _image_markdown(alt: str, image: np.ndarray) -> str:
-    encoded = base64.b64encode(encode_png(image)).decode("ascii")
-    return f"![{alt}](data:image/png;base64,{encoded})"
+    return list(samples.values())

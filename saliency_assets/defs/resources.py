@@ -1,13 +1,15 @@
-"""The FFmpeg decoder and the ONNX saliency model as Dagster resources, one pair per table.
+"""The FFmpeg decoder and the ONNX saliency model as Dagster resources: one of each.
 
-Their fields start from the table's manifest config and can be changed per run (launchpad, run
-config). The model is chosen and validated once per process, in ``setup_for_execution``; clip
-computation itself runs in the core's worker processes, each holding its own session.
+Each table's manifest says how its clips are decoded and which model runs. The two resources
+hold run-time overrides for every table (launchpad, run config): a field left unset keeps the
+manifest's value. The model is chosen and validated once per process and per model setting;
+clip computation itself runs in the core's worker processes, each holding its own session.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -16,16 +18,19 @@ from saliency_assets.core.config import MaterializeConfig, validate_config
 from saliency_assets.core.engine import prepare_model
 from saliency_assets.core.model import ModelChoice
 
+DECODER_KEY = "decoder"
+MODEL_KEY = "model"
+
 
 class FFmpegDecoder(dg.ConfigurableResource):
-    """How clips are decoded: in-process PyAV unless a binary is named."""
+    """How clips are decoded (unset: the manifest's choice; its default is in-process PyAV)."""
 
     ffmpeg_bin: str | None = None
     ffprobe_bin: str | None = None
-    decode_timeout: float | None = 120.0
+    decode_timeout: float | None = None
 
     def apply(self, config: MaterializeConfig) -> MaterializeConfig:
-        return replace(
+        return _override(
             config,
             ffmpeg_bin=self.ffmpeg_bin,
             ffprobe_bin=self.ffprobe_bin,
@@ -34,48 +39,43 @@ class FFmpegDecoder(dg.ConfigurableResource):
 
 
 class SaliencyModelResource(dg.ConfigurableResource):
-    """Which ONNX model runs, on which execution providers, in how many worker processes."""
+    """Which ONNX model runs, on which providers, in how many worker processes (unset: the
+    manifest's choice)."""
 
     model_path: str | None = None
     model_id: str | None = None
-    providers: list[str] = ["CPUExecutionProvider"]
+    providers: list[str] | None = None
     jobs: int | None = None
-    _choice: ModelChoice | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._choice = prepare_model(self.apply(MaterializeConfig()))
+    _choices: dict = PrivateAttr(default_factory=dict)
 
     def apply(self, config: MaterializeConfig) -> MaterializeConfig:
-        from pathlib import Path
-
-        updated = replace(
+        updated = _override(
             config,
             model_path=Path(self.model_path) if self.model_path else None,
             model_id=self.model_id,
-            providers=tuple(self.providers),
+            providers=tuple(self.providers) if self.providers else None,
             jobs=self.jobs,
         )
         validate_config(updated)
         return updated
 
-    @property
-    def choice(self) -> ModelChoice:
-        if self._choice is None:
-            self._choice = prepare_model(self.apply(MaterializeConfig()))
-        return self._choice
+    def choice(self, config: MaterializeConfig) -> ModelChoice:
+        """The validated model for an effective config, prepared once per process."""
+        cache_key = (
+            config.model_path,
+            config.model_id,
+            config.providers,
+            config.ffmpeg_bin,
+            config.ffprobe_bin,
+        )
+        if cache_key not in self._choices:
+            self._choices[cache_key] = prepare_model(config)
+        return self._choices[cache_key]
 
 
-def table_resources(config: MaterializeConfig) -> tuple[FFmpegDecoder, SaliencyModelResource]:
-    """The resource pair configured from a table's manifest config."""
-    decoder = FFmpegDecoder(
-        ffmpeg_bin=config.ffmpeg_bin,
-        ffprobe_bin=config.ffprobe_bin,
-        decode_timeout=config.decode_timeout,
-    )
-    model = SaliencyModelResource(
-        model_path=None if config.model_path is None else str(config.model_path),
-        model_id=config.model_id,
-        providers=list(config.providers),
-        jobs=config.jobs,
-    )
-    return decoder, model
+def shared_resources() -> dict[str, dg.ConfigurableResource]:
+    return {DECODER_KEY: FFmpegDecoder(), MODEL_KEY: SaliencyModelResource()}
+
+
+def _override(config: MaterializeConfig, **values) -> MaterializeConfig:
+    return replace(config, **{name: value for name, value in values.items() if value is not None})

@@ -26,6 +26,10 @@ class TableStorage:
     def results(self) -> Path:
         return self.root / "results"
 
+    @property
+    def thumbnails(self) -> Path:
+        return self.root / "thumbnails"
+
     @classmethod
     def for_table(cls, table: CorpusTable, instance: dg.DagsterInstance) -> TableStorage:
         if table.options.storage:

@@ -96,9 +96,13 @@ def build_model() -> onnx.ModelProto:
     """Return the default saliency model; identical on every call."""
     graph = _Graph()
     coarse = graph.node(
-        "AveragePool", [INPUT_NAME], "pool_to_coarse_grid",
-        kernel_shape=[POOL_STRIDE, POOL_STRIDE], strides=[POOL_STRIDE, POOL_STRIDE],
-        ceil_mode=1, count_include_pad=0,
+        "AveragePool",
+        [INPUT_NAME],
+        "pool_to_coarse_grid",
+        kernel_shape=[POOL_STRIDE, POOL_STRIDE],
+        strides=[POOL_STRIDE, POOL_STRIDE],
+        ceil_mode=1,
+        count_include_pad=0,
     )
     opponent = _opponent_colour(graph, coarse)
     levels = _scale_space(graph, opponent)
@@ -213,12 +217,20 @@ def _blur(graph: _Graph, source: str, name: str, dilation: int, channels: int) -
     pads = graph.constant(f"{name}_pads", [0, 0, border, border] * 2, np.int64)
     padded = graph.node("Pad", [source, pads], f"{name}_edge_pad", mode="edge")
     rows = graph.node(
-        "Conv", [padded, rows_name], f"{name}_blur_rows",
-        group=channels, kernel_shape=[1, len(taps)], dilations=[1, dilation],
+        "Conv",
+        [padded, rows_name],
+        f"{name}_blur_rows",
+        group=channels,
+        kernel_shape=[1, len(taps)],
+        dilations=[1, dilation],
     )
     return graph.node(
-        "Conv", [rows, columns_name], name,
-        group=channels, kernel_shape=[len(taps), 1], dilations=[dilation, 1],
+        "Conv",
+        [rows, columns_name],
+        name,
+        group=channels,
+        kernel_shape=[len(taps), 1],
+        dilations=[dilation, 1],
     )
 
 
@@ -254,15 +266,20 @@ def _resize_to_input(graph: _Graph, coarse_saliency: str) -> None:
     """Bilinear upsampling by POOL_STRIDE, then crop to the input's H x W."""
     scales = graph.constant("upsample_scales", [1, 1, POOL_STRIDE, POOL_STRIDE])
     upsampled = graph.node(
-        "Resize", [coarse_saliency, "", scales], "upsampled",
-        mode="linear", coordinate_transformation_mode="half_pixel",
+        "Resize",
+        [coarse_saliency, "", scales],
+        "upsampled",
+        mode="linear",
+        coordinate_transformation_mode="half_pixel",
     )
     size = graph.node("Shape", [INPUT_NAME], "input_height_width", start=2, end=4)
     origin = graph.constant("crop_origin", [0, 0], np.int64)
     axes = graph.constant("crop_axes", [2, 3], np.int64)
-    graph.nodes.append(helper.make_node(
-        "Slice", [upsampled, origin, size, axes], [OUTPUT_NAME], name="crop_to_input"
-    ))
+    graph.nodes.append(
+        helper.make_node(
+            "Slice", [upsampled, origin, size, axes], [OUTPUT_NAME], name="crop_to_input"
+        )
+    )
 
 
 def _assemble(graph: _Graph) -> onnx.ModelProto:
