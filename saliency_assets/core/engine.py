@@ -7,8 +7,10 @@ resolving a row (no such file, no geometry) are recorded per row and never reach
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import check_binary
 from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
 from saliency_assets.core.progress import Progress
-from saliency_assets.core.results_store import ClipResultStore, ResultKey, result_keys
+from saliency_assets.core.results_store import ClipKeys, ClipResultStore, ResultKey
 from saliency_assets.core.rows import (
     RowMetadata,
     apply_result,
@@ -36,6 +38,12 @@ from saliency_assets.core.workers import ClipWorkerPool
 ClipRunner = Callable[[Iterable[tuple[str, ClipSource]]], Iterator[tuple[str, ClipResult]]]
 FLUSH_EVERY_RESULTS = 16
 FLUSH_EVERY_S = 2.0
+# Store lookups are batched as clips are fingerprinted; hashing runs at most LOOK_AHEAD clips
+# ahead of the runner (enough to keep workers fed, few enough to stay in the page cache).
+LOOKUP_BATCH = 64
+LOOKUP_BATCH_S = 0.5
+LOOK_AHEAD = 128
+OFFER_POLL_S = 0.1
 
 
 @dataclass
@@ -129,68 +137,70 @@ def compute_clips(
 ) -> ComputedClips:
     """Results for every clip: reused from ``store`` where present, else computed by ``runner``.
 
-    A clip another run is computing (claimed in a shared store) is left to it: this run computes
-    the rest, then waits for those claims and takes the stored results (or computes them, if
-    the other run died first)."""
-    keys = result_keys(clips, config, model.sha256) if store is not None else {}
-    results = _stored_results(store, keys)
-    reused = len(results)
-    pending = [(key, source) for key, source in clips.items() if key not in results]
+    Clips are fingerprinted and looked up in the store as the runner takes them (a thread reads
+    ahead), so hashing overlaps the workers' compute. A clip another run is computing (claimed
+    in a shared store) is left to it: this run computes the rest, then waits for those claims
+    and takes the stored results (or computes them, if the other run died first)."""
+    keys = ClipKeys(config, model.sha256, log) if store is not None else None
+    results: dict[str, ClipResult] = {}
+    reused = 0
+    pending = list(clips.items())
     runner = runner or _pool_runner(config, model)
-    saver = _StoreSaver(store, keys)
+    saver = _StoreSaver(store, keys.known if keys else {})
     progress = Progress(len(pending), stream=log)
     try:
         while pending:
-            claimed = _ClaimedTasks(pending, keys, store)
+            claimed = _ClaimedTasks(pending, keys, store, progress)
             for key, result in runner(claimed):
                 results[key] = result
                 saver.add(key, result)
                 progress.advance(failed=not result.ok)
             saver.flush()  # releases this run's claims before it waits on others'
-            found = _results_of_other_runs(store, keys, claimed.deferred)
+            found = claimed.stored | _results_of_other_runs(store, keys, claimed.deferred)
             results.update(found)
             reused += len(found)
-            for _ in found:
+            for _ in range(len(found) - len(claimed.stored)):
                 progress.advance()
             pending = [task for task in claimed.deferred if task[0] not in found]
     finally:
         saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
+        if keys is not None:
+            keys.close()
     return ComputedClips(results, reused, saver.unstored)
 
 
 def _results_of_other_runs(
     store: ClipResultStore | None,
-    keys: dict[str, ResultKey],
+    keys: ClipKeys | None,
     deferred: list[tuple[str, ClipSource]],
 ) -> dict[str, ClipResult]:
     """Wait until the runs that claimed the ``deferred`` clips are done with them (stored, or
     died) and return the results they stored."""
-    if store is None or not deferred:
+    if store is None or keys is None or not deferred:
         return {}
-    deferred_keys = {key: keys[key] for key, _source in deferred}
+    deferred_keys = {key: keys.known[key] for key, _source in deferred}
     store.wait_for_claims(deferred_keys.values())
-    return _stored_results(store, deferred_keys)
-
-
-def _stored_results(
-    store: ClipResultStore | None, keys: dict[str, ResultKey]
-) -> dict[str, ClipResult]:
-    stored = store.lookup_many(keys.values()) if store is not None else {}
-    return {key: stored[result_key] for key, result_key in keys.items() if result_key in stored}
+    stored = store.lookup_many(deferred_keys.values())
+    return {
+        key: stored[result_key] for key, result_key in deferred_keys.items() if result_key in stored
+    }
 
 
 class _ClaimedTasks:
-    """The tasks this run may compute, claimed from the store as the runner takes them; those
-    another run has claimed are set aside in ``deferred``. Sized like the tasks it offers."""
+    """The tasks this run may compute, claimed from the store as the runner takes them. Those
+    found in the store are set aside in ``stored``, those another run has claimed in
+    ``deferred``. Sized like the tasks it offers (an upper bound on what it yields)."""
 
     def __init__(
         self,
         tasks: list[tuple[str, ClipSource]],
-        keys: dict[str, ResultKey],
+        keys: ClipKeys | None,
         store: ClipResultStore | None,
+        progress: Progress,
     ) -> None:
-        self.tasks, self.keys, self.store = tasks, keys, store
+        self.tasks, self.keys, self.store, self.progress = tasks, keys, store, progress
+        self.stored: dict[str, ClipResult] = {}
         self.deferred: list[tuple[str, ClipSource]] = []
 
     def __len__(self) -> int:
@@ -198,11 +208,99 @@ class _ClaimedTasks:
 
     def __iter__(self) -> Iterator[tuple[str, ClipSource]]:
         self.deferred = []
-        for key, source in self.tasks:
-            if self.store is None or key not in self.keys or self.store.claim(self.keys[key]):
+        for key, source, stored in _looked_up(self.tasks, self.keys, self.store):
+            if stored is not None:
+                self.stored[key] = stored
+                self.progress.advance()
+                continue
+            result_key = self.keys.known.get(key) if self.keys is not None else None
+            if self.store is None or result_key is None or self.store.claim(result_key):
                 yield key, source
             else:
                 self.deferred.append((key, source))
+
+
+_LookedUp = tuple[str, ClipSource, ClipResult | None]
+_END = object()
+
+
+def _looked_up(
+    tasks: list[tuple[str, ClipSource]], keys: ClipKeys | None, store: ClipResultStore | None
+) -> Iterator[_LookedUp]:
+    """``tasks`` with their stored result (None: none, or no store). A thread fingerprints and
+    looks up ahead of the consumer, a batch at a time, so that the parent's hashing overlaps
+    the workers' compute instead of preceding it."""
+    if store is None or keys is None:
+        yield from ((key, source, None) for key, source in tasks)
+        return
+    ahead: queue.Queue = queue.Queue(maxsize=LOOK_AHEAD)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_look_up_ahead, args=(tasks, keys, store, ahead, stop), daemon=True
+    )
+    thread.start()
+    try:
+        while (item := ahead.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early (an interrupt): the thread gives up its put
+        thread.join()
+
+
+def _look_up_ahead(
+    tasks: list[tuple[str, ClipSource]],
+    keys: ClipKeys,
+    store: ClipResultStore,
+    ahead: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    """Fingerprint ``tasks`` in order and offer them with any stored result, looked up in
+    batches: a batch closes after LOOKUP_BATCH clips or LOOKUP_BATCH_S of hashing, and the
+    first after one clip, so the first worker starts at once."""
+    batch: list[tuple[str, ClipSource]] = []
+    opened = time.monotonic()
+    try:
+        for index, (key, source) in enumerate(tasks):
+            keys.key_of(key, source)
+            batch.append((key, source))
+            if (
+                index == 0
+                or len(batch) >= LOOKUP_BATCH
+                or time.monotonic() - opened >= LOOKUP_BATCH_S
+            ):
+                if not _offer(_with_stored(batch, keys, store), ahead, stop):
+                    return
+                batch, opened = [], time.monotonic()
+        _offer([*_with_stored(batch, keys, store), _END], ahead, stop)
+    except BaseException as error:  # reraised in the consumer, where the runner can see it
+        _offer([error], ahead, stop)
+
+
+def _with_stored(
+    batch: list[tuple[str, ClipSource]], keys: ClipKeys, store: ClipResultStore
+) -> list[_LookedUp]:
+    result_keys = [keys.known[key] for key, _source in batch if key in keys.known]
+    stored = store.lookup_many(result_keys) if result_keys else {}
+    return [
+        (key, source, stored.get(keys.known[key]) if key in keys.known else None)
+        for key, source in batch
+    ]
+
+
+def _offer(items: list, ahead: queue.Queue, stop: threading.Event) -> bool:
+    """Put ``items`` on ``ahead`` unless the consumer has stopped; whether it has not."""
+    for item in items:
+        while True:
+            if stop.is_set():
+                return False
+            try:
+                ahead.put(item, timeout=OFFER_POLL_S)
+                break
+            except queue.Full:
+                continue
+    return True
 
 
 class _StoreSaver:
