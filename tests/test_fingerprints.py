@@ -4,6 +4,7 @@ not remembered, and a memo that is damaged or planted is seen to be what the rea
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import time
@@ -136,3 +137,16 @@ def test_a_damaged_memo_is_set_aside_and_the_run_goes_on(settled_clips, tmp_path
     assert file_id(settled_clips / "a.mp4") in memo_rows(memo)
     _, _, audit = materialize(table, settled_clips, store, tmp_path)
     assert audit["reused_clips"] == 1
+
+
+def test_a_memo_that_cannot_be_opened_is_one_warning_and_every_file_is_read(tmp_path, hashed):
+    raw = make_raw_yuv(tmp_path / "clip_64x48.yuv", 64, 48, 3)
+    wait_until_settled(raw)
+    (tmp_path / "not-a-folder").write_text("")
+    log = io.StringIO()
+    memo = FingerprintMemo(tmp_path / "not-a-folder" / "memo.sqlite", log)
+    fingerprints_seen = {memo.fingerprint(raw), memo.fingerprint(raw)}
+    assert fingerprints_seen == {"blake3:" + blake3.blake3(raw.read_bytes()).hexdigest()}
+    assert hashed == [raw.name, raw.name]
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and "not-a-folder/memo.sqlite" in lines[0], lines
