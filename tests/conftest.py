@@ -52,9 +52,10 @@ def clip_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_results_cache(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own results store, also in the commands it runs."""
+    """Each test gets its own results store and fingerprint memo, also in the commands it runs."""
     cache = tmp_path / "results-cache"
     monkeypatch.setenv("SALIENCY_ASSETS_CACHE", str(cache))
+    monkeypatch.setenv("SALIENCY_ASSETS_FINGERPRINT_MEMO", str(tmp_path / "fingerprints.sqlite"))
     return cache
 
 

@@ -18,9 +18,10 @@ from saliency_assets.core.clip_saliency import ClipJob, ClipResult
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import check_binary
+from saliency_assets.core.lookahead import looked_up
 from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
 from saliency_assets.core.progress import Progress
-from saliency_assets.core.results_store import ClipResultStore, ResultKey, result_keys
+from saliency_assets.core.results_store import ClipKeys, ClipResultStore, ResultKey
 from saliency_assets.core.rows import (
     RowMetadata,
     apply_result,
@@ -138,68 +139,70 @@ def compute_clips(
 ) -> ComputedClips:
     """Results for every clip: reused from ``store`` where present, else computed by ``runner``.
 
-    A clip another run is computing (claimed in a shared store) is left to it: this run computes
-    the rest, then waits for those claims and takes the stored results (or computes them, if
-    the other run died first)."""
-    keys = result_keys(clips, config, model.sha256) if store is not None else {}
-    results = _stored_results(store, keys)
-    reused = len(results)
-    pending = [(key, source) for key, source in clips.items() if key not in results]
+    Clips are fingerprinted and looked up in the store as the runner takes them (a thread reads
+    ahead), so hashing overlaps the workers' compute. A clip another run is computing (claimed
+    in a shared store) is left to it: this run computes the rest, then waits for those claims
+    and takes the stored results (or computes them, if the other run died first)."""
+    keys = ClipKeys(config, model.sha256, log) if store is not None else None
+    results: dict[str, ClipResult] = {}
+    reused = 0
+    pending = list(clips.items())
     runner = runner or _pool_runner(config, model)
-    saver = _StoreSaver(store, keys)
+    saver = _StoreSaver(store, keys.known if keys else {})
     progress = Progress(len(pending), stream=log)
     try:
         while pending:
-            claimed = _ClaimedTasks(pending, keys, store)
+            claimed = _ClaimedTasks(pending, keys, store, progress)
             for key, result in runner(claimed):
                 results[key] = result
                 saver.add(key, result)
                 progress.advance(failed=not result.ok)
             saver.flush()  # releases this run's claims before it waits on others'
-            found = _results_of_other_runs(store, keys, claimed.deferred)
+            found = claimed.stored | _results_of_other_runs(store, keys, claimed.deferred)
             results.update(found)
             reused += len(found)
-            for _ in found:
+            for _ in range(len(found) - len(claimed.stored)):
                 progress.advance()
             pending = [task for task in claimed.deferred if task[0] not in found]
     finally:
         saver.close()  # also when an exception (an interrupt) unwinds: keep what finished
         progress.finish()
-    return ComputedClips(results, reused, saver.unstored, keys)
+        if keys is not None:
+            keys.close()
+    return ComputedClips(results, reused, saver.unstored, dict(keys.known) if keys else {})
 
 
 def _results_of_other_runs(
     store: ClipResultStore | None,
-    keys: dict[str, ResultKey],
+    keys: ClipKeys | None,
     deferred: list[tuple[str, ClipSource]],
 ) -> dict[str, ClipResult]:
     """Wait until the runs that claimed the ``deferred`` clips are done with them (stored, or
     died) and return the results they stored."""
-    if store is None or not deferred:
+    if store is None or keys is None or not deferred:
         return {}
-    deferred_keys = {key: keys[key] for key, _source in deferred}
+    deferred_keys = {key: keys.known[key] for key, _source in deferred}
     store.wait_for_claims(deferred_keys.values())
-    return _stored_results(store, deferred_keys)
-
-
-def _stored_results(
-    store: ClipResultStore | None, keys: dict[str, ResultKey]
-) -> dict[str, ClipResult]:
-    stored = store.lookup_many(keys.values()) if store is not None else {}
-    return {key: stored[result_key] for key, result_key in keys.items() if result_key in stored}
+    stored = store.lookup_many(deferred_keys.values())
+    return {
+        key: stored[result_key] for key, result_key in deferred_keys.items() if result_key in stored
+    }
 
 
 class _ClaimedTasks:
-    """The tasks this run may compute, claimed from the store as the runner takes them; those
-    another run has claimed are set aside in ``deferred``. Sized like the tasks it offers."""
+    """The tasks this run may compute, claimed from the store as the runner takes them. Those
+    found in the store are set aside in ``stored``, those another run has claimed in
+    ``deferred``. Sized like the tasks it offers (an upper bound on what it yields)."""
 
     def __init__(
         self,
         tasks: list[tuple[str, ClipSource]],
-        keys: dict[str, ResultKey],
+        keys: ClipKeys | None,
         store: ClipResultStore | None,
+        progress: Progress,
     ) -> None:
-        self.tasks, self.keys, self.store = tasks, keys, store
+        self.tasks, self.keys, self.store, self.progress = tasks, keys, store, progress
+        self.stored: dict[str, ClipResult] = {}
         self.deferred: list[tuple[str, ClipSource]] = []
 
     def __len__(self) -> int:
@@ -207,8 +210,13 @@ class _ClaimedTasks:
 
     def __iter__(self) -> Iterator[tuple[str, ClipSource]]:
         self.deferred = []
-        for key, source in self.tasks:
-            if self.store is None or key not in self.keys or self.store.claim(self.keys[key]):
+        for key, source, stored in looked_up(self.tasks, self.keys, self.store):
+            if stored is not None:
+                self.stored[key] = stored
+                self.progress.advance()
+                continue
+            result_key = self.keys.known.get(key) if self.keys is not None else None
+            if self.store is None or result_key is None or self.store.claim(result_key):
                 yield key, source
             else:
                 self.deferred.append((key, source))

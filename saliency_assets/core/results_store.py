@@ -2,12 +2,12 @@
 
 A store is a folder of Parquet part files (a dataset); each part is written atomically, so a
 killed run loses at most the results it had not yet flushed. A result is found again only under
-the same key: a fingerprint of the clip file's bytes, its format (the suffix, and the geometry
-of raw video), the model's sha256 and a digest of the settings that shape its numbers. A
-changed source, model or setting therefore means a recompute, and the same bytes under another
-path, on another host, are found again. The store is a cache: a part that cannot be read is
-set aside and its clips recomputed; a store that cannot be written costs the reuse, never the
-table.
+the same key: a fingerprint of the clip file's bytes (``core.fingerprints``), its format (the
+suffix, and the geometry of raw video), the model's sha256 and a digest of the settings that
+shape its numbers. A changed source, model or setting therefore means a recompute, and the same
+bytes under another path, on another host, are found again. The store is a cache: a part that
+cannot be read is set aside and its clips recomputed; a store that cannot be written costs the
+reuse, never the table.
 
 ``results_store`` picks the store: ``default``, ``none``, a folder, or a URL whose scheme names
 a backend module (``RESULTS_STORE_BACKENDS``) offering ``open_store(url, log)``.
@@ -34,14 +34,13 @@ import pyarrow.parquet as pq
 from saliency_assets.core.clip_saliency import ClipResult
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import RESULTS_STORE_BACKENDS, results_store_scheme
+from saliency_assets.core.fingerprints import FingerprintMemo, default_memo_path
 from saliency_assets.core.tables import atomic_write
 
 if TYPE_CHECKING:
     from saliency_assets.core.config import MaterializeConfig
 
 CACHE_ENV = "SALIENCY_ASSETS_CACHE"
-# Read size for the fingerprint; larger buffers gain nothing measurable (benchmarks/fingerprint.py).
-FINGERPRINT_READ_BYTES = 1 << 20
 COMPACT_AFTER_PARTS = 64
 DAMAGED_SUFFIX = ".damaged"
 _SCHEMA = pa.schema(
@@ -143,17 +142,10 @@ def settings_digest(config: MaterializeConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def source_fingerprint(source: ClipSource) -> str:
-    """SHA-256 of every byte of the file: any edit changes it, and it is the same on every host
-    (no time, inode or path in it), so stores can be shared. SHA-256 rather than BLAKE2: with
-    the CPU's SHA extensions it is the fastest hash in the standard library."""
-    digest = hashlib.sha256()
-    buffer = bytearray(FINGERPRINT_READ_BYTES)
-    view = memoryview(buffer)
-    with open(source.path, "rb", buffering=0) as handle:
-        while read := handle.readinto(buffer):
-            digest.update(view[:read])
-    return f"sha256:{digest.hexdigest()}"
+def source_fingerprint(source: ClipSource, memo: FingerprintMemo | None = None) -> str:
+    """The fingerprint of the clip file's bytes (``core.fingerprints``): any edit changes it,
+    and it is the same on every host (no time, inode or path in it), so stores can be shared."""
+    return (memo or FingerprintMemo(None)).fingerprint(source.path)
 
 
 def clip_format(source: ClipSource) -> str:
@@ -169,15 +161,39 @@ def result_keys(
 ) -> dict[str, ResultKey]:
     """The store key of every clip whose file can be read now (the others are computed, and
     report why, rather than cached)."""
-    digest = settings_digest(config)
-    keys = {}
-    for key, source in clips.items():
-        try:
-            fingerprint = source_fingerprint(source)
-            keys[key] = ResultKey(clip_format(source), fingerprint, model_sha256, digest, key)
-        except OSError:
-            continue
-    return keys
+    keys = ClipKeys(config, model_sha256)
+    try:
+        for key, source in clips.items():
+            keys.key_of(key, source)
+    finally:
+        keys.close()
+    return keys.known
+
+
+class ClipKeys:
+    """Store keys of clips, fingerprinted when first asked for (through this host's memo)."""
+
+    def __init__(
+        self, config: MaterializeConfig, model_sha256: str, log: TextIO | None = sys.stderr
+    ) -> None:
+        self.model_sha256, self.settings = model_sha256, settings_digest(config)
+        self.memo = FingerprintMemo(default_memo_path(), log)
+        self.known: dict[str, ResultKey] = {}
+
+    def key_of(self, key: str, source: ClipSource) -> ResultKey | None:
+        """The clip's store key; None if its file cannot be read now."""
+        if key not in self.known:
+            try:
+                fingerprint = source_fingerprint(source, self.memo)
+            except OSError:
+                return None
+            self.known[key] = ResultKey(
+                clip_format(source), fingerprint, self.model_sha256, self.settings, key
+            )
+        return self.known[key]
+
+    def close(self) -> None:
+        self.memo.close()
 
 
 class ResultStore:

@@ -108,11 +108,9 @@ class ClipWorkerPool:
         A task is taken from ``tasks`` only when a worker is free for it (the engine claims a
         clip in a shared store as it is taken, so other runs can take the rest)."""
         upcoming = iter(tasks)
-        self._start_workers(min(self.jobs, len(tasks)))
+        most = min(self.jobs, len(tasks))
         while True:
-            for worker in self._workers:
-                if worker.task is None and (task := next(upcoming, None)) is not None:
-                    self._assign(worker, task)
+            self._hand_out(upcoming, most)
             if not any(worker.task for worker in self._workers):
                 return
             yield from self._collect()
@@ -123,9 +121,15 @@ class ClipWorkerPool:
             _stop(worker, kill=kill or worker.task is not None)
         self._workers = []
 
-    def _start_workers(self, count: int) -> None:
-        while len(self._workers) < count:
+    def _hand_out(self, upcoming: Iterator[ClipTask], most: int) -> None:
+        """Give each free worker its next task; start workers (up to ``most``) only for tasks
+        actually taken, so a run whose clips all turn out to be stored starts none."""
+        for worker in self._workers:
+            if worker.task is None and (task := next(upcoming, None)) is not None:
+                self._assign(worker, task)
+        while len(self._workers) < most and (task := next(upcoming, None)) is not None:
             self._workers.append(self._spawn())
+            self._assign(self._workers[-1], task)
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._context.Pipe()
