@@ -143,9 +143,13 @@ def test_daemon_computes_new_changed_and_retried_clips_and_refreshes_the_table_o
             instance,
             daemon,
         )
+        refreshes = len(materializations(instance, ENRICHED))
+        # b's rewrite and d's retried run may land in one refresh or in two, as the ticks fall;
+        # never more, and nothing after the clips have settled.
+        assert refreshes in (2, 3)
         time.sleep(20)  # a few more automation ticks: nothing else may be requested
         assert settled(instance)
-        assert len(materializations(instance, ENRICHED)) == 2
+        assert len(materializations(instance, ENRICHED)) == refreshes
         retried = [run for run in instance.get_runs() if "dagster/parent_run_id" in run.tags]
         assert retried and all(run.status == dg.DagsterRunStatus.SUCCESS for run in retried)
         rows = (corpus / "out" / "features.saliency.jsonl").read_text().splitlines()
