@@ -6,6 +6,11 @@ Python), or whose clip overruns the whole-clip limit (a hung model call cannot b
 killed and replaced, and its clip gets ``decode-failed`` or ``model-failed`` by the phase it
 was in. A worker that dies is replaced too, so one bad file never stops a run.
 
+Each worker's session runs one thread while every worker has a clip; once fewer clips are
+left than cores, the busy workers share the idle cores (their sessions are rebuilt with more
+threads between two model calls), so the tail of a run and a table of a few clips keep every
+core busy instead of leaving it to one single-thread worker.
+
 Killing a worker kills the ffmpeg processes it started too. Workers ignore Ctrl-C (the parent
 hears it and stops them) and die with the forkserver they were forked from, which exits with
 the parent.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.sharedctypes
 import os
 import signal
 import time
@@ -58,6 +64,7 @@ class _Worker:
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
+    threads: multiprocessing.sharedctypes.Synchronized  # the session's threads, set here
     task: ClipTask | None = None
     inferring: bool = False
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
@@ -87,11 +94,13 @@ class _Worker:
 
 
 class ClipWorkerPool:
-    """Computes clips in ``jobs`` processes; use as a context manager."""
+    """Computes clips in ``jobs`` processes on ``cores`` cores (default: one per process); use
+    as a context manager."""
 
-    def __init__(self, job: ClipJob, jobs: int) -> None:
+    def __init__(self, job: ClipJob, jobs: int, cores: int | None = None) -> None:
         self.job = job
         self.jobs = max(1, jobs)
+        self.cores = max(self.jobs, cores or 1)
         self._context = worker_context()
         self._workers: list[_Worker] = []
 
@@ -111,6 +120,7 @@ class ClipWorkerPool:
             for worker in self._workers:
                 if worker.task is None and pending:
                     self._assign(worker, pending.popleft())
+            self._share_cores(tail=not pending)
             yield from self._collect()
 
     def close(self, kill: bool = False) -> None:
@@ -125,12 +135,23 @@ class ClipWorkerPool:
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._context.Pipe()
+        threads = self._context.Value("i", 1, lock=False)
         process = self._context.Process(
-            target=_worker_main, args=(child_end, self.job), daemon=True, name="saliency-worker"
+            target=_worker_main,
+            args=(child_end, self.job, threads),
+            daemon=True,
+            name="saliency-worker",
         )
         process.start()
         child_end.close()
-        return _Worker(process, parent_end)
+        return _Worker(process, parent_end, threads)
+
+    def _share_cores(self, tail: bool) -> None:
+        """Every worker one core's worth of threads; in the tail (no clip waiting), the busy
+        workers split all the cores between them."""
+        sharing = [worker for worker in self._workers if worker.task] if tail else self._workers
+        for worker, threads in zip(sharing, thread_shares(self.cores, len(sharing)), strict=True):
+            worker.threads.value = threads
 
     def _assign(self, worker: _Worker, task: ClipTask) -> None:
         worker.connection.send(task)
@@ -197,6 +218,14 @@ class ClipWorkerPool:
         return key, result
 
 
+def thread_shares(cores: int, workers: int) -> list[int]:
+    """``cores`` threads split as evenly as possible over ``workers``, at least one each."""
+    if workers == 0:
+        return []
+    base, extra = divmod(cores, workers)
+    return [max(1, base + (index < extra)) for index in range(workers)]
+
+
 def _died_result(worker: _Worker) -> ClipResult:
     worker.process.join(timeout=5)
     code = worker.process.exitcode
@@ -252,9 +281,11 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _worker_main(connection: Connection, job: ClipJob) -> None:
+def _worker_main(
+    connection: Connection, job: ClipJob, threads: multiprocessing.sharedctypes.Synchronized
+) -> None:
     _tie_to_parent()
-    model = SaliencyModel(job.model_path, job.providers)
+    model = SaliencyModel(job.model_path, job.providers, threads_wanted=lambda: threads.value)
     try:
         _serve(connection, job, model)
     except _ParentGone:
