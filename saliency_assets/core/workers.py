@@ -64,12 +64,12 @@ class _Worker:
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
-    threads: multiprocessing.sharedctypes.Synchronized  # the session's threads, set here
     task: ClipTask | None = None
     inferring: bool = False
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
     decoding_since: float = 0.0
     started_at: float | None = None  # when the worker took up the current clip
+    threads: multiprocessing.sharedctypes.Synchronized | None = None  # its session's threads
 
     def start(self, task: ClipTask) -> None:
         self.task, self.inferring, self.started_at = task, False, None
@@ -144,7 +144,7 @@ class ClipWorkerPool:
         )
         process.start()
         child_end.close()
-        return _Worker(process, parent_end, threads)
+        return _Worker(process, parent_end, threads=threads)
 
     def _share_cores(self, tail: bool) -> None:
         """Every worker one core's worth of threads; in the tail (no clip waiting), the busy
