@@ -118,7 +118,8 @@ class SaliencyModel:
 
     ``threads_wanted``, when given, is asked before every call how many threads the session
     may use; when the answer changes the session is rebuilt with that many (a worker pool
-    gives a worker a second core once fewer clips than workers are left).
+    gives a worker a second core once fewer clips than workers are left). A session on an
+    accelerator (CUDA) is never rebuilt for that.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class SaliencyModel:
     def run_window(self, tensor: np.ndarray, release_memory: bool = False) -> np.ndarray:
         """One call of the model on a [1, 3, h, w] tensor: its (h, w) float32 map."""
         wanted = self._threads_wanted() if self._threads_wanted is not None else self.threads
-        if wanted != self.threads:
+        if wanted != self.threads and self._runner.on_cpu:
             self._runner = None  # the old session's memory goes before the new one's comes
             self._runner = open_runner(self.path, self.requested, wanted)
             self.threads = wanted
@@ -315,6 +316,7 @@ class _Runner:
 
     providers: tuple[str, ...]
     description: str
+    on_cpu = True  # threads only matter to an engine that computes on the CPU cores
 
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
         raise NotImplementedError
@@ -329,6 +331,7 @@ class _OnnxRuntimeRunner(_Runner):
             path,
         )
         self.providers = tuple(self.session.get_providers())
+        self.on_cpu = self.providers[0] == CPU_PROVIDER
         self.description = f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
 
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
