@@ -178,3 +178,15 @@ def test_naming_the_cpu_provider_keeps_onnxruntime_and_its_values(tmp_path, clip
         rows[name], errors[name] = json.loads(output.read_text()), done.stderr
     assert AUTO_LINE not in errors["cpu"]
     assert rows["auto"]["saliency_mean"] == pytest.approx(rows["cpu"]["saliency_mean"], abs=1e-6)
+
+
+def test_auto_runs_on_onnxruntime_where_openvino_cannot_compile_the_model(monkeypatch, caplog):
+    def refuse(path, threads):
+        raise model_module.ConfigError(f"model file {path} is not a loadable ONNX model: no")
+
+    monkeypatch.setattr(model_module, "_OpenVinoRunner", refuse)
+    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model"):
+        assert SaliencyModel(DEFAULT_MODEL_PATH, (AUTO,)).providers == (CPU_PROVIDER,)
+    assert "OpenVINO cannot run this model" in caplog.text
+    with pytest.raises(model_module.ConfigError):  # asked for by name: no quiet substitute
+        SaliencyModel(DEFAULT_MODEL_PATH, (OPENVINO,))

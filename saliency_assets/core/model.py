@@ -17,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import sys
@@ -223,9 +225,14 @@ def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)
     """Load once to prove the file is a usable saliency model (ConfigError otherwise).
 
     Returns the engine that runs it; when it was chosen automatically, says which on stderr.
+    With ``auto`` the file is checked with onnxruntime (imported here anyway): OpenVINO's
+    libraries and compiled model stay out of the parent process (about 50 MB), and a worker
+    whose OpenVINO cannot compile the file runs it on onnxruntime, with a warning.
     """
-    backend = SaliencyModel(path, providers).backend
-    if tuple(providers) == (AUTO,):
+    automatic = tuple(providers) == (AUTO,)
+    backend = SaliencyModel(path, (CPU_PROVIDER,) if automatic else providers).backend
+    if automatic:
+        backend = _openvino_description() if openvino_installed() else backend
         print(
             f"saliency materialize: inference on {backend}, the fastest exact engine installed "
             f"(--providers {CPU_PROVIDER} for plain onnxruntime)",
@@ -235,11 +242,12 @@ def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)
 
 
 def openvino_installed() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the OpenVINO runtime can be imported (found without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _openvino_description() -> str:
+    return f"OpenVINO {importlib.metadata.version('openvino')} (CPU, FP32)"
 
 
 def open_runner(path: Path, providers: tuple[str, ...], threads: int) -> _Runner:
@@ -250,7 +258,7 @@ def open_runner(path: Path, providers: tuple[str, ...], threads: int) -> _Runner
     automatic = tuple(providers) == (AUTO,)
     if wants_openvino or automatic:
         if openvino_installed():
-            return _OpenVinoRunner(path, threads)
+            return _openvino_or_fallback(path, threads, automatic)
         if wants_openvino:
             log.warning(
                 "%s is not installed (pip install 'saliency-assets[openvino]'); falling back to %s",
@@ -259,6 +267,16 @@ def open_runner(path: Path, providers: tuple[str, ...], threads: int) -> _Runner
             )
         providers = tuple(name for name in providers[1:] if name.lower() not in OPENVINO_NAMES)
     return _OnnxRuntimeRunner(path, providers or (CPU_PROVIDER,), threads)
+
+
+def _openvino_or_fallback(path: Path, threads: int, automatic: bool) -> _Runner:
+    try:
+        return _OpenVinoRunner(path, threads)
+    except ConfigError as error:
+        if not automatic:
+            raise
+        log.warning("OpenVINO cannot run this model (%s); running it on onnxruntime", error)
+        return _OnnxRuntimeRunner(path, (CPU_PROVIDER,), threads)
 
 
 def available_providers(requested: tuple[str, ...]) -> list[str]:
@@ -364,7 +382,7 @@ class _OpenVinoRunner(_Runner):
         if precision != openvino.Type.f32:  # never a silent bf16 run
             raise ConfigError(f"OpenVINO compiled {path} for {precision}, not f32")
         self.request = self.compiled.create_infer_request()
-        self.description = f"OpenVINO {openvino.get_version().split('-')[0]} (CPU, FP32)"
+        self.description = _openvino_description()
 
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
         outputs = self.request.infer({0: tensor}, share_inputs=True, share_outputs=False)
