@@ -112,17 +112,29 @@ def test_a_bad_file_is_a_config_error_on_openvino(tmp_path):
         SaliencyModel(bad, (OPENVINO,))
 
 
-def test_session_is_rebuilt_when_its_thread_share_changes(shared_models_dir):
+@pytest.mark.parametrize("engine", [CPU_PROVIDER, OPENVINO])
+def test_session_is_rebuilt_when_its_thread_share_changes(shared_models_dir, engine):
     share = [1]
     path = shared_models_dir / "saliency_student_v1.onnx"
-    model = SaliencyModel(path, (CPU_PROVIDER,), threads_wanted=lambda: share[0])
-    decoded = frame(160, 96)
-    one_thread = frame_saliency(decoded, model)
+    model = SaliencyModel(path, (engine,), threads_wanted=lambda: share[0])
+    large, small = frame(1280, 720), frame(160, 96)
+    one_thread = frame_saliency(large, model)
     share[0] = 2
-    two_threads = frame_saliency(decoded, model)
-    assert model.threads == 2
-    assert model._runner.session.get_session_options().intra_op_num_threads == 2
+    frame_saliency(small, model)  # too small to pay for a rebuild
+    assert model.threads == 1
+    two_threads = frame_saliency(large, model)
+    assert model.threads == 2 and engine_threads(model) == 2
     assert_same_statistics(two_threads, one_thread)
+    share[0] = 1
+    frame_saliency(small, model)  # back to its one core's share at once
+    assert model.threads == 1 and engine_threads(model) == 1
+
+
+def engine_threads(model: SaliencyModel) -> int:
+    runner = model._runner
+    if model.providers == (OPENVINO,):
+        return runner.compiled.get_property("INFERENCE_NUM_THREADS")
+    return runner.session.get_session_options().intra_op_num_threads
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,10 @@ OPENVINO_CPU_CONFIG = {
 # needs 3.5 GB per worker; cores of 384 px (464 px windows with the students' margin) keep the
 # arena near 100 MB: two 4K workers and their parent peak near 1 GB (benchmarks/README.md).
 TILE_ABOVE_PIXELS = 2_500_000
+# A worker takes more threads for the tail of a run only for frames of at least this many
+# padded pixels (about 720p): the rebuild costs up to a few of the small (--inference-size)
+# calls it would speed up. Not tuned on a quiet machine yet (benchmarks/README.md).
+MORE_THREADS_FROM_PIXELS = 900_000
 TILE_SIZE = 384
 # glibc's mmap threshold starts at 128 KiB but rises to 32 MiB once a big buffer is freed;
 # after that, freed window tensors and arena chunks stay in the heap and a 4K worker's memory
@@ -118,10 +122,11 @@ class SaliencyModel:
     pixels when the model's receptive field is known (:mod:`.tiling`); the stitched map equals
     the single call's within float rounding. ``tile_above_pixels=None`` never tiles.
 
-    ``threads_wanted``, when given, is asked before every call how many threads the session
+    ``threads_wanted``, when given, is asked before every frame how many threads the session
     may use; when the answer changes the session is rebuilt with that many (a worker pool
-    gives a worker a second core once fewer clips than workers are left). A session on an
-    accelerator (CUDA) is never rebuilt for that.
+    gives a worker a second core once fewer clips than workers are left), for frames of
+    :data:`MORE_THREADS_FROM_PIXELS` or more. A session on an accelerator (CUDA) is never
+    rebuilt for that.
     """
 
     def __init__(
@@ -154,12 +159,19 @@ class SaliencyModel:
 
     def run_window(self, tensor: np.ndarray, release_memory: bool = False) -> np.ndarray:
         """One call of the model on a [1, 3, h, w] tensor: its (h, w) float32 map."""
-        wanted = self._threads_wanted() if self._threads_wanted is not None else self.threads
-        if wanted != self.threads and self._runner.on_cpu:
-            self._runner = None  # the old session's memory goes before the new one's comes
-            self._runner = open_runner(self.path, self.requested, wanted)
-            self.threads = wanted
         return self._runner.run(tensor, release_memory)
+
+    def _follow_thread_share(self, frame_pixels: int) -> None:
+        """Rebuild the session when the worker's thread share changed, for frames big enough
+        that a second thread can pay back the rebuild (an OpenVINO compile takes 0.1-0.4 s)."""
+        wanted = self._threads_wanted() if self._threads_wanted is not None else self.threads
+        if wanted == self.threads or not self._runner.on_cpu:
+            return
+        if wanted > self.threads and frame_pixels < MORE_THREADS_FROM_PIXELS:
+            return
+        self._runner = None  # the old session's memory goes before the new one's comes
+        self._runner = open_runner(self.path, self.requested, wanted)
+        self.threads = wanted
 
     def predict(self, tensor: np.ndarray, height: int, width: int) -> np.ndarray:
         """Run one padded NCHW tensor; return the (height, width) float32 map, cropped."""
@@ -183,6 +195,7 @@ class SaliencyModel:
         ``window_input(top, bottom, left, right)`` returns that window of the padded frame as
         a [1, C, h, w] float32 tensor, so a large frame never exists as one tensor.
         """
+        self._follow_thread_share(padded_height * padded_width)
         tiles = self.tiles_for(padded_height, padded_width)
         if tiles is None:
             full_map = self.run_window(window_input(0, padded_height, 0, padded_width))
