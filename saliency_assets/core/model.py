@@ -43,6 +43,7 @@ MODEL_DIRS_ENV = "SALIENCY_ASSETS_MODEL_DIRS"
 CPU_PROVIDER = "CPUExecutionProvider"
 AUTO = "auto"  # the fastest exact engine installed: OpenVINO, else onnxruntime on the CPU
 OPENVINO = "OpenVINO"
+ENGINE_NOTICE = "saliency materialize: inference on "  # the line that says which engine auto chose
 # Both spellings ask for the OpenVINO runtime package (not onnxruntime's OpenVINO provider).
 OPENVINO_NAMES = frozenset({"openvino", "openvinoexecutionprovider"})
 # Exactness first: FP32 and the accuracy mode, never the bf16 default of CPUs that have bf16
@@ -247,7 +248,7 @@ def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)
     if automatic:
         backend = _openvino_description() if openvino_installed() else backend
         print(
-            f"saliency materialize: inference on {backend}, the fastest exact engine installed "
+            f"{ENGINE_NOTICE}{backend}, the fastest exact engine installed "
             f"(--providers {CPU_PROVIDER} for plain onnxruntime)",
             file=sys.stderr,
         )
