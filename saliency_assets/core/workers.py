@@ -8,8 +8,8 @@ was in. A worker that dies is replaced too, so one bad file never stops a run.
 
 Each worker's session runs one thread while every worker has a clip; once fewer clips are
 left than cores, the busy workers share the idle cores (their sessions are rebuilt with more
-threads between two model calls), so the tail of a run and a table of a few clips keep every
-core busy instead of leaving it to one single-thread worker.
+threads before their next frame of ~720p or more), so the tail of a run and a table of a few
+clips keep every core busy instead of leaving it to one single-thread worker.
 
 Killing a worker kills the ffmpeg processes it started too. Workers ignore Ctrl-C (the parent
 hears it and stops them) and die with the forkserver they were forked from, which exits with
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import multiprocessing.sharedctypes
 import os
 import signal
 import time
@@ -69,7 +68,7 @@ class _Worker:
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
     decoding_since: float = 0.0
     started_at: float | None = None  # when the worker took up the current clip
-    threads: multiprocessing.sharedctypes.Synchronized | None = None  # its session's threads
+    threads: ctypes.c_int | None = None  # its session's threads, in shared memory
 
     def start(self, task: ClipTask) -> None:
         self.task, self.inferring, self.started_at = task, False, None
@@ -281,9 +280,7 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _worker_main(
-    connection: Connection, job: ClipJob, threads: multiprocessing.sharedctypes.Synchronized
-) -> None:
+def _worker_main(connection: Connection, job: ClipJob, threads: ctypes.c_int) -> None:
     _tie_to_parent()
     model = SaliencyModel(job.model_path, job.providers, threads_wanted=lambda: threads.value)
     try:
