@@ -9,14 +9,20 @@ For every resolution of the corpus, in one run:
    compatible mode (``--inference-size native``) and once with ``--inference-size 288``.
 
 Every command is a separate process whose wall time and peak RSS (summed over its whole
-process tree, sampled every 20 ms) are recorded. Compatible-mode values are checked against
-the baseline's (|difference| <= 1e-6). Prints a table with every figure as a ratio to the
-baseline and to the floor, checks the performance targets, and writes
+process tree, sampled every 20 ms) are recorded. The measurements run in ``--rounds`` rounds,
+each in a rotated order (round r starts with the r-th measurement), with ``/proc/loadavg``
+recorded before and after each one; every ratio is taken within a round (paired) and the
+median over the rounds is reported, with each round's ratios and loads in the JSON.
+Compatible-mode values are checked against the baseline's (|difference| <= 1e-6). Prints a
+table with every figure as a ratio to the baseline and to the floor, checks the performance
+targets, and writes
 ``benchmarks/results/compare-<time>.json``.
 
     python benchmarks/corpus.py && python benchmarks/compare.py
     python benchmarks/compare.py --resolutions 1080p --model saliency_student_v2
     python benchmarks/compare.py --serial-floor        # also the one-process floor
+    python benchmarks/compare.py --resolutions 1080p --clips 3 --modes native --rounds 5
+                                                       # the few-clips case (issue 14)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,13 +59,18 @@ _MODE_KEYS = (
     "native_s", "native_clips_per_s", "native_speedup", "native_peak_mb", "native_peak_pss_mb",
     "native_floor_s", "native_floor_decode_s", "native_floor_infer_s", "native_floor_ratio",
     "native_floor_ratio_after_startup", "native_ok", "native_serial_floor_s",
-    "native_serial_floor_ratio",
+    "native_serial_floor_ratio", "native_peak_over_baseline",
 )  # fmt: skip
 MEMORY_LIMIT_MB = 1000.0
+_ROUND_KEYS = (
+    "baseline_s", "native_s", "sized_s", "native_speedup", "sized_speedup", "native_floor_ratio",
+    "sized_floor_ratio", "baseline_peak_mb", "native_peak_mb", "sized_peak_mb",
+)  # fmt: skip
 TARGETS = (
     # (description, resolution, metric key, comparison, threshold)
-    ("compatible >= 1.5x baseline clips/s at 1080p", "1080p", "native_speedup", ">=", 1.5),
+    ("compatible >= 1.6x baseline clips/s at 1080p", "1080p", "native_speedup", ">=", 1.6),
     ("compatible peak memory <= 1 GB at 2160p", "2160p", "native_peak_mb", "<=", 1000.0),
+    ("compatible peak memory <= the baseline's", "*", "native_peak_over_baseline", "<=", 1.0),
     ("compatible values within 1e-6 of the baseline", "*", "native_max_abs_diff", "<=", 1e-6),
     ("--inference-size 288 >= 10x baseline at 1080p", "1080p", "sized_speedup", ">=", 10.0),
     ("--inference-size 288 >= 40x baseline at 2160p", "2160p", "sized_speedup", ">=", 40.0),
@@ -76,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     groups = []
     for resolution in resolutions:
         group = [clip for clip in clips if clip.kind.startswith(f"{resolution}-")]
+        group = group[: args.clips] if args.clips else group
         if group:
             groups.append(run_group(resolution, [vars(c) for c in group], model, args, startup))
     payload = {
         "command": " ".join(sys.argv),
         "model": str(model),
         "jobs": args.jobs,
+        "rounds": args.rounds,
+        "providers": args.providers,
         "inference_size": args.size,
         "machine": facts,
         "load_average_at_end": os.getloadavg(),
@@ -104,6 +119,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", default="native,sized", help="which product modes to run (native, sized)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rotated paired rounds")
+    parser.add_argument("--clips", type=int, default=0, help="first N clips per resolution")
+    parser.add_argument("--providers", default="auto", help="the product's and floor's --providers")
     parser.add_argument(
         "--serial-floor",
         action="store_true",
@@ -119,7 +137,9 @@ def measure_startup(model: Path, args) -> dict[str, float]:
     table.write_text(json.dumps({"src": ensure_clips(1)[0]}) + "\n")
     startup = {}
     for label, mode in _modes(args):
-        product = _product("startup", table, model, mode, args.jobs, frames=1)
+        product = _product(
+            "startup", table, model, mode, args.jobs, frames=1, providers=args.providers
+        )
         startup[label] = product["measured"]["seconds"]
     return startup
 
@@ -130,16 +150,76 @@ def run_group(resolution: str, clips: list[dict], model: Path, args, startup: di
     clips_json.write_text(json.dumps(clips))
     table = WORK_DIR / f"{resolution}-table.jsonl"
     table.write_text("".join(json.dumps(_row(clip)) + "\n" for clip in clips))
-    print(f"== {resolution}: {len(clips)} clips", flush=True)
-    baseline = _baseline(resolution, clips_json, model)
-    modes = {}
+    print(f"== {resolution}: {len(clips)} clips, {args.rounds} rounds", flush=True)
+    steps = {"baseline": lambda: _baseline(resolution, clips_json, model)}
     for label, mode in _modes(args):
-        floor = {"concurrent": _floor(resolution, clips, model, mode, args.jobs)}
+        steps[f"floor {label}"] = _floor_step(resolution, clips, model, mode, args)
+        steps[f"product {label}"] = _product_step(resolution, table, model, mode, args)
+    rounds = [_round(number, steps) for number in range(args.rounds)]
+    summaries = [
+        summarise(resolution, clips, done["baseline"], _round_modes(done, args), args.jobs, startup)
+        for done in rounds
+    ]
+    return combine_rounds(summaries, rounds)
+
+
+def _round(number: int, steps: dict) -> dict:
+    """One round: every measurement once, starting at the ``number``-th (rotated order)."""
+    names = list(steps)
+    order = names[number % len(names) :] + names[: number % len(names)]
+    done: dict = {"order": order, "loadavg": {}}
+    for name in order:
+        before = _loadavg()
+        done[name] = steps[name]()
+        done["loadavg"][name] = {"before": before, "after": _loadavg()}
+    print(f"   round {number + 1}: load {done['loadavg']}", flush=True)
+    return done
+
+
+def _round_modes(done: dict, args) -> dict:
+    return {
+        label: {"mode": mode, "floor": done[f"floor {label}"], "product": done[f"product {label}"]}
+        for label, mode in _modes(args)
+    }
+
+
+def _floor_step(resolution, clips, model, mode, args):
+    def step() -> dict:
+        floor = {"concurrent": _floor(resolution, clips, model, mode, args.jobs, args.providers)}
         if args.serial_floor:
-            floor["serial"] = _floor(resolution, clips, model, mode, 1)
-        product = _product(resolution, table, model, mode, args.jobs)
-        modes[label] = {"mode": mode, "floor": floor, "product": product}
-    return summarise(resolution, clips, baseline, modes, args.jobs, startup)
+            floor["serial"] = _floor(resolution, clips, model, mode, 1, args.providers)
+        return floor
+
+    return step
+
+
+def _product_step(resolution, table, model, mode, args):
+    return lambda: _product(resolution, table, model, mode, args.jobs, providers=args.providers)
+
+
+def combine_rounds(summaries: list[dict], rounds: list[dict]) -> dict:
+    """The median of every figure over the rounds (ratios paired within each round); the
+    largest value difference and memory peak; each round's own figures and loads kept."""
+    combined = dict(summaries[0])
+    for key, value in summaries[0].items():
+        if isinstance(value, float) and key != "native_max_abs_diff" and "peak" not in key:
+            combined[key] = statistics.median(summary[key] for summary in summaries)
+        elif isinstance(value, float):
+            combined[key] = max(summary[key] for summary in summaries)
+    combined["rounds"] = [
+        {
+            "order": done["order"],
+            "loadavg": done["loadavg"],
+            **{key: summary[key] for key in _ROUND_KEYS if key in summary},
+        }
+        for done, summary in zip(rounds, summaries, strict=True)
+    ]
+    combined["detail"] = [summary["detail"] for summary in summaries]
+    return combined
+
+
+def _loadavg() -> list[float]:
+    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def _baseline(resolution: str, clips_json: Path, model: Path) -> dict:
@@ -153,7 +233,9 @@ def _baseline(resolution: str, clips_json: Path, model: Path) -> dict:
     return {"measured": vars(measured), "clips": json.loads(output.read_text())}
 
 
-def _floor(resolution: str, clips: list[dict], model: Path, mode: str, processes: int) -> list:
+def _floor(
+    resolution: str, clips: list[dict], model: Path, mode: str, processes: int, providers: str
+) -> list:
     """Per-clip floor timings from ``processes`` floor processes run side by side, each on
     every ``processes``-th clip; each clip is tagged with its process."""
     commands, outputs = [], []
@@ -163,7 +245,7 @@ def _floor(resolution: str, clips: list[dict], model: Path, mode: str, processes
         outputs.append(WORK_DIR / f"{resolution}-floor-{mode}-{processes}-{process}.json")
         commands.append([
             PYTHON, str(BENCH_DIR / "floor.py"), "--clips", str(share), "--model", str(model),
-            "--mode", mode, "--output", str(outputs[-1]),
+            "--mode", mode, "--output", str(outputs[-1]), "--providers", providers,
         ])  # fmt: skip
     with ThreadPoolExecutor(processes) as pool:
         for measured in pool.map(run_measured, commands):
@@ -186,7 +268,13 @@ def floor_seconds(timed: list[dict], jobs: int) -> float:
 
 
 def _product(
-    resolution: str, table: Path, model: Path, mode: str, jobs: int, frames: int = 8
+    resolution: str,
+    table: Path,
+    model: Path,
+    mode: str,
+    jobs: int,
+    frames: int = 8,
+    providers: str = "auto",
 ) -> dict:
     output = WORK_DIR / f"{resolution}-product-{mode}.jsonl"
     command = [
@@ -194,6 +282,8 @@ def _product(
         str(output), "--model-path", str(model), "--inference-size", mode, "--jobs", str(jobs),
         "--max-frames", str(frames), "--frame-samples", str(frames), "--results-store", "none",
     ]  # fmt: skip
+    if providers != "auto":  # auto is the product's default: the command a user runs
+        command += ["--providers", providers]
     measured = _checked(run_measured(command), f"product {mode}")
     print(f"   product {mode} {measured.seconds:.1f} s", flush=True)
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -230,6 +320,9 @@ def summarise(
                 f"{label}_speedup": baseline_s / seconds,
                 f"{label}_peak_mb": product["measured"]["peak_rss_mb"],
                 f"{label}_peak_pss_mb": product["measured"]["peak_pss_mb"],
+                f"{label}_peak_over_baseline": (
+                    product["measured"]["peak_rss_mb"] / baseline["measured"]["peak_rss_mb"]
+                ),
                 f"{label}_floor_s": floor_s,
                 f"{label}_floor_decode_s": sum(c["decode_s"] for c in floor_clips) / processes,
                 f"{label}_floor_infer_s": sum(c["infer_s"] for c in floor_clips) / processes,
@@ -352,6 +445,16 @@ def report(groups: list[dict], targets: list[dict], args) -> None:
             for g in groups
         ],
     )
+    print(f"\nper round (paired): compat x, {size} x, load average (1 min) before each measurement")
+    for g in groups:
+        for number, done in enumerate(g["rounds"], 1):
+            loads = ", ".join(
+                f"{name} {load['before'][0]:.2f}" for name, load in done["loadavg"].items()
+            )
+            print(
+                f"  {g['resolution']} round {number}: compat x {_short(done['native_speedup'])}, "
+                f"{size} x {_short(done['sized_speedup'])}; load: {loads}"
+            )
     print("\ntargets (2 cores)")
     for outcome in targets:
         if "met" not in outcome:

@@ -7,9 +7,10 @@ thread each):
   thread) to planes, and nothing else: ``to_ndarray()`` of the yuv420p frame in native mode;
   in inference-size mode swscale's area scaling to the inference geometry as rgb24. Raw
   ``.yuv`` is read from the file (and scaled in inference-size mode).
-- ``infer_s``: the same onnxruntime calls the product makes for those frames (the same
-  session options; the same tile windows at full resolution, one call per frame at the
-  inference size) on tensors built before the clock starts.
+- ``infer_s``: the same model calls the product makes for those frames (the same engine,
+  ``--providers`` as the product's, and session options; the same tile windows at full
+  resolution, one call per frame at the inference size) on tensors built before the clock
+  starts.
 
 ``floor_s = sum over clips of (decode_s + infer_s) / cores``, with ``cores`` the worker
 processes the product runs (``--jobs``). It leaves out everything else the product does
@@ -42,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", required=True, help="'native' or an inference size")
     parser.add_argument("--output", required=True)
     parser.add_argument("--max-frames", type=int, default=8)
+    parser.add_argument("--providers", default="auto", help="the product's --providers")
     args = parser.parse_args(argv)
     size = None if args.mode == "native" else int(args.mode)
-    model = SaliencyModel(Path(args.model))
+    model = SaliencyModel(Path(args.model), tuple(args.providers.split(",")))
     clips = json.loads(Path(args.clips).read_text())
     results = [floor_clip(clip, model, size, args.max_frames) for clip in clips]
     Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
@@ -108,11 +110,10 @@ def infer(model: SaliencyModel, height: int, width: int, frames: int) -> float:
     )
     rng = np.random.default_rng(0)
     tensors = [rng.standard_normal((1, 3, *shape), dtype=np.float32) for shape in shapes]
-    feed = model.input_name
     started = time.perf_counter()
     for _ in range(frames):
         for tensor in tensors:
-            model.session.run([model.output_name], {feed: tensor})
+            model.run_window(tensor)
     return time.perf_counter() - started
 
 

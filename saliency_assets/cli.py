@@ -143,7 +143,8 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
         "--providers",
         type=_providers,
         default=DEFAULTS.providers,
-        help="comma-separated onnxruntime execution providers; CPU is the fallback",
+        help="comma-separated onnxruntime execution providers, or OpenVINO; CPU is the "
+        "fallback (default: auto, OpenVINO where installed, else CPUExecutionProvider)",
     )
     add("--confine-to-root", action="store_true", help="reject clip paths outside --root")
     add(

@@ -2,8 +2,9 @@
 
 The reference side is the independent oracle in ``support/reference_pipeline.py`` (an ffmpeg
 process, a temporary raw file, numpy colour conversion, a fresh onnxruntime session); ours is the
-product's clip computation (in-process PyAV decode, a long-lived session). Clips are real
-encodes made by the test.
+product's clip computation (in-process PyAV decode, a long-lived session) on each inference
+engine the product can choose: onnxruntime's CPU provider and the OpenVINO runtime (the default
+where installed). Clips are real encodes made by the test.
 """
 
 import pytest
@@ -28,12 +29,22 @@ def compat_clips(tmp_path_factory):
     }
 
 
+ENGINES = {"onnxruntime": ("CPUExecutionProvider",), "openvino": ("OpenVINO",)}
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINES))
+def engine(request):
+    return ENGINES[request.param]
+
+
 @pytest.fixture(scope="module", params=["saliency_student_v1", "saliency_student_v2"])
-def student(request, shared_models_dir):
+def student(request, shared_models_dir, engine):
     path = shared_models_dir / f"{request.param}.onnx"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    return path, SaliencyModel(path)
+    model = SaliencyModel(path, engine)
+    assert model.providers == (engine[0],)  # no silent fallback to another engine
+    return path, model
 
 
 def ours(source, model_path, model, aggregator, max_frames=8, frame_samples=8, ema_alpha=0.6):

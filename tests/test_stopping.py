@@ -26,6 +26,7 @@ from support.slow_models import write_hanging_model
 
 from saliency_assets.core.clip_saliency import ClipJob
 from saliency_assets.core.clips import ClipSource, SamplingPlan
+from saliency_assets.core.model import ENGINE_NOTICE
 from saliency_assets.core.workers import ClipWorkerPool
 from saliency_assets.interrupts import STOP_SIGNALS, Interrupted, stop_signals_raise
 from saliency_assets.models import DEFAULT_MODEL_PATH
@@ -277,9 +278,14 @@ def test_a_stopped_run_says_so_in_one_line_and_leaves_no_process(corpus, tmp_pat
     stopped = run_and_stop(args, busy, how, tmp_path / "stderr.txt")
     name = "SIGINT" if how == "ctrl-c" else how
     assert stopped.outlived == []
-    assert stopped.stderr == f"saliency-assets: interrupted ({name})\n"
+    assert without_engine_notice(stopped.stderr) == f"saliency-assets: interrupted ({name})\n"
     assert stopped.exit_code == EXIT_CODES[name]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def without_engine_notice(stderr: str) -> str:
+    """The command's stderr less the line, written at start, that names the engine it chose."""
+    return "".join(line for line in stderr.splitlines(True) if not line.startswith(ENGINE_NOTICE))
 
 
 def test_a_stopped_batch_says_so_in_one_line_and_leaves_no_process(corpus, tmp_path):
@@ -300,7 +306,7 @@ def test_a_stopped_batch_says_so_in_one_line_and_leaves_no_process(corpus, tmp_p
     args = ["batch", "--manifest", str(manifest), "--report-json", str(tmp_path / "report.json")]
     stopped = run_and_stop(args, ffmpeg_reading("long.mp4"), "SIGTERM", tmp_path / "err.txt")
     assert stopped.outlived == []
-    assert stopped.stderr == "saliency-assets: interrupted (SIGTERM)\n"
+    assert without_engine_notice(stopped.stderr) == "saliency-assets: interrupted (SIGTERM)\n"
     assert stopped.exit_code == 143
     assert not (tmp_path / "report.json").exists()
 

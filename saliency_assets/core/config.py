@@ -63,7 +63,8 @@ class MaterializeConfig:
     pix_fmt_column: str = "pix_fmt"
     decode_timeout: float | None = 120.0
     jobs: int | None = None
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    # "auto": the fastest exact engine installed (OpenVINO with the extra, else onnxruntime).
+    providers: tuple[str, ...] = ("auto",)
     confine_to_root: bool = False
     results_store: str = "default"
     error_column: str = "saliency_error"

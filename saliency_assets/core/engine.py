@@ -330,7 +330,8 @@ def _pool_runner(config: MaterializeConfig, model: ModelChoice) -> ClipRunner:
     def run(tasks: list[tuple[str, ClipSource]]) -> Iterator[tuple[str, ClipResult]]:
         if not tasks:
             return
-        with ClipWorkerPool(job, min(config.effective_jobs, len(tasks))) as pool:
+        cores = config.effective_jobs
+        with ClipWorkerPool(job, min(cores, len(tasks)), cores) as pool:
             yield from pool.run(tasks)
 
     return run

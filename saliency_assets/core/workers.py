@@ -6,6 +6,11 @@ Python), or whose clip overruns the whole-clip limit (a hung model call cannot b
 killed and replaced, and its clip gets ``decode-failed`` or ``model-failed`` by the phase it
 was in. A worker that dies is replaced too, so one bad file never stops a run.
 
+Each worker's session runs one thread while every worker has a clip; once fewer clips are
+left than cores, the busy workers share the idle cores (their sessions are rebuilt with more
+threads before their next frame of ~720p or more), so the tail of a run and a table of a few
+clips keep every core busy instead of leaving it to one single-thread worker.
+
 Killing a worker kills the ffmpeg processes it started too. Workers ignore Ctrl-C (the parent
 hears it and stops them) and die with the forkserver they were forked from, which exits with
 the parent.
@@ -62,6 +67,7 @@ class _Worker:
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
     decoding_since: float = 0.0
     started_at: float | None = None  # when the worker took up the current clip
+    threads: ctypes.c_int | None = None  # its session's threads, in shared memory
 
     def start(self, task: ClipTask) -> None:
         self.task, self.inferring, self.started_at = task, False, None
@@ -86,11 +92,13 @@ class _Worker:
 
 
 class ClipWorkerPool:
-    """Computes clips in ``jobs`` processes; use as a context manager."""
+    """Computes clips in ``jobs`` processes on ``cores`` cores (default: one per process); use
+    as a context manager."""
 
-    def __init__(self, job: ClipJob, jobs: int) -> None:
+    def __init__(self, job: ClipJob, jobs: int, cores: int | None = None) -> None:
         self.job = job
         self.jobs = max(1, jobs)
+        self.cores = max(self.jobs, cores or 1)
         self._context = worker_context()
         self._workers: list[_Worker] = []
 
@@ -109,10 +117,12 @@ class ClipWorkerPool:
         clip in a shared store as it is taken, so other runs can take the rest)."""
         upcoming = iter(tasks)
         most = min(self.jobs, len(tasks))
+        exhausted = False
         while True:
-            self._hand_out(upcoming, most)
+            exhausted = self._hand_out(upcoming, most) or exhausted
             if not any(worker.task for worker in self._workers):
                 return
+            self._share_cores(tail=exhausted)
             yield from self._collect()
 
     def close(self, kill: bool = False) -> None:
@@ -121,24 +131,41 @@ class ClipWorkerPool:
             _stop(worker, kill=kill or worker.task is not None)
         self._workers = []
 
-    def _hand_out(self, upcoming: Iterator[ClipTask], most: int) -> None:
+    def _hand_out(self, upcoming: Iterator[ClipTask], most: int) -> bool:
         """Give each free worker its next task; start workers (up to ``most``) only for tasks
-        actually taken, so a run whose clips all turn out to be stored starts none."""
+        actually taken, so a run whose clips all turn out to be stored starts none. True once
+        ``upcoming`` has run out (the run's tail: no clip waits for a worker)."""
         for worker in self._workers:
-            if worker.task is None and (task := next(upcoming, None)) is not None:
+            if worker.task is None:
+                if (task := next(upcoming, None)) is None:
+                    return True
                 self._assign(worker, task)
-        while len(self._workers) < most and (task := next(upcoming, None)) is not None:
+        while len(self._workers) < most:
+            if (task := next(upcoming, None)) is None:
+                return True
             self._workers.append(self._spawn())
             self._assign(self._workers[-1], task)
+        return False
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._context.Pipe()
+        threads = self._context.Value("i", 1, lock=False)
         process = self._context.Process(
-            target=_worker_main, args=(child_end, self.job), daemon=True, name="saliency-worker"
+            target=_worker_main,
+            args=(child_end, self.job, threads),
+            daemon=True,
+            name="saliency-worker",
         )
         process.start()
         child_end.close()
-        return _Worker(process, parent_end)
+        return _Worker(process, parent_end, threads=threads)
+
+    def _share_cores(self, tail: bool) -> None:
+        """Every worker one core's worth of threads; in the tail (no clip waiting), the busy
+        workers split all the cores between them."""
+        sharing = [worker for worker in self._workers if worker.task] if tail else self._workers
+        for worker, threads in zip(sharing, thread_shares(self.cores, len(sharing)), strict=True):
+            worker.threads.value = threads
 
     def _assign(self, worker: _Worker, task: ClipTask) -> None:
         worker.connection.send(task)
@@ -205,6 +232,14 @@ class ClipWorkerPool:
         return key, result
 
 
+def thread_shares(cores: int, workers: int) -> list[int]:
+    """``cores`` threads split as evenly as possible over ``workers``, at least one each."""
+    if workers == 0:
+        return []
+    base, extra = divmod(cores, workers)
+    return [max(1, base + (index < extra)) for index in range(workers)]
+
+
 def _died_result(worker: _Worker) -> ClipResult:
     worker.process.join(timeout=5)
     code = worker.process.exitcode
@@ -260,9 +295,9 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _worker_main(connection: Connection, job: ClipJob) -> None:
+def _worker_main(connection: Connection, job: ClipJob, threads: ctypes.c_int) -> None:
     _tie_to_parent()
-    model = SaliencyModel(job.model_path, job.providers)
+    model = SaliencyModel(job.model_path, job.providers, threads_wanted=lambda: threads.value)
     try:
         _serve(connection, job, model)
     except _ParentGone:
