@@ -27,6 +27,7 @@ from saliency_assets.core.model import (
     CPU_PROVIDER,
     OPENVINO,
     SaliencyModel,
+    engine_notice,
     validate_model_file,
 )
 from saliency_assets.core.reducers import map_statistics
@@ -90,11 +91,12 @@ def test_auto_takes_openvino_and_cpu_provider_keeps_onnxruntime(shared_models_di
     assert SaliencyModel(path, (CPU_PROVIDER,)).providers == (CPU_PROVIDER,)
 
 
-def test_auto_without_openvino_is_onnxruntime_and_says_so(monkeypatch, capsys):
+def test_auto_without_openvino_is_onnxruntime_and_says_so(monkeypatch):
     monkeypatch.setattr(model_module, "openvino_installed", lambda: False)
     assert SaliencyModel(DEFAULT_MODEL_PATH, (AUTO,)).providers == (CPU_PROVIDER,)
-    validate_model_file(DEFAULT_MODEL_PATH, (AUTO,))
-    assert "inference on onnxruntime" in capsys.readouterr().err
+    backend = validate_model_file(DEFAULT_MODEL_PATH, (AUTO,))
+    assert "inference on onnxruntime" in engine_notice((AUTO,), backend)
+    assert engine_notice((CPU_PROVIDER,), backend) is None
 
 
 def test_openvino_asked_for_but_missing_falls_back_with_a_warning(monkeypatch, caplog):

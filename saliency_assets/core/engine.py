@@ -7,6 +7,7 @@ resolving a row (no such file, no geometry) are recorded per row and never reach
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections import Counter
@@ -19,7 +20,12 @@ from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import check_binary
 from saliency_assets.core.lookahead import looked_up
-from saliency_assets.core.model import ModelChoice, choose_model, validate_model_file
+from saliency_assets.core.model import (
+    ModelChoice,
+    choose_model,
+    engine_notice,
+    validate_model_file,
+)
 from saliency_assets.core.progress import Progress
 from saliency_assets.core.results_store import ClipKeys, ClipResultStore, ResultKey
 from saliency_assets.core.rows import (
@@ -84,8 +90,7 @@ def prepare_model(config: MaterializeConfig) -> ModelChoice:
         if binary:
             check_binary(binary)
     model = choose_model(config.model_path, config.model_id)
-    validate_model_file(model.path, config.providers)
-    return model
+    return dataclasses.replace(model, engine=validate_model_file(model.path, config.providers))
 
 
 def materialize_rows(
@@ -147,7 +152,7 @@ def compute_clips(
     results: dict[str, ClipResult] = {}
     reused = 0
     pending = list(clips.items())
-    runner = runner or _pool_runner(config, model)
+    runner = runner or _pool_runner(config, model, log)
     saver = _StoreSaver(store, keys.known if keys else {})
     progress = Progress(len(pending), stream=log)
     try:
@@ -324,12 +329,15 @@ def _join_results(
     return summary
 
 
-def _pool_runner(config: MaterializeConfig, model: ModelChoice) -> ClipRunner:
+def _pool_runner(config: MaterializeConfig, model: ModelChoice, log: TextIO) -> ClipRunner:
     job = ClipJob.from_config(config, model.path)
+    notice = engine_notice(config.providers, model.engine) if model.engine else None
 
     def run(tasks: list[tuple[str, ClipSource]]) -> Iterator[tuple[str, ClipResult]]:
         if not tasks:
             return
+        if notice:  # said once there is work, so a usage error stays one line
+            print(notice, file=log)
         cores = config.effective_jobs
         with ClipWorkerPool(job, min(cores, len(tasks)), cores) as pool:
             yield from pool.run(tasks)

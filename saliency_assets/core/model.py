@@ -21,7 +21,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +86,7 @@ class ModelChoice:
     path: Path
     model_id: str
     sha256: str
+    engine: str = ""  # the engine that runs it, once validated (prepare_model)
 
 
 def choose_model(model_path: Path | None, model_id: str | None) -> ModelChoice:
@@ -238,21 +238,26 @@ class SaliencyModel:
 def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)) -> str:
     """Load once to prove the file is a usable saliency model (ConfigError otherwise).
 
-    Returns the engine that runs it; when it was chosen automatically, says which on stderr.
-    With ``auto`` the file is checked with onnxruntime (imported here anyway): OpenVINO's
-    libraries and compiled model stay out of the parent process (about 50 MB), and a worker
-    whose OpenVINO cannot compile the file runs it on onnxruntime, with a warning.
+    Returns the engine that runs it. With ``auto`` the file is checked with onnxruntime
+    (imported here anyway): OpenVINO's libraries and compiled model stay out of the parent
+    process (about 50 MB), and a worker whose OpenVINO cannot compile the file runs it on
+    onnxruntime, with a warning.
     """
     automatic = tuple(providers) == (AUTO,)
     backend = SaliencyModel(path, (CPU_PROVIDER,) if automatic else providers).backend
-    if automatic:
-        backend = _openvino_description() if openvino_installed() else backend
-        print(
-            f"{ENGINE_NOTICE}{backend}, the fastest exact engine installed "
-            f"(--providers {CPU_PROVIDER} for plain onnxruntime)",
-            file=sys.stderr,
-        )
+    if automatic and openvino_installed():
+        backend = _openvino_description()
     return backend
+
+
+def engine_notice(providers: tuple[str, ...], backend: str) -> str | None:
+    """The line that says which engine ``auto`` chose; None when the user named one."""
+    if tuple(providers) != (AUTO,):
+        return None
+    return (
+        f"{ENGINE_NOTICE}{backend}, the fastest exact engine installed "
+        f"(--providers {CPU_PROVIDER} for plain onnxruntime)"
+    )
 
 
 def openvino_installed() -> bool:
