@@ -60,6 +60,7 @@ class MaterializeConfig:
     error_column: str = "saliency_error"
     sampling_column: str = "saliency_sampling"
     inference_size_column: str = "saliency_inference_size"
+    ray_address: str | None = None
 
     @property
     def sampling_plan(self) -> SamplingPlan:
@@ -89,7 +90,7 @@ _INT_FIELDS = {"max_frames", "frame_samples", "default_width", "default_height"}
 _OPTIONAL_INT_FIELDS = {"inference_size", "jobs"}
 _FLOAT_FIELDS = {"ema_alpha"}
 _OPTIONAL_FLOAT_FIELDS = {"decode_timeout"}
-_OPTIONAL_STR_FIELDS = {"ffmpeg_bin", "ffprobe_bin", "model_id"}
+_OPTIONAL_STR_FIELDS = {"ffmpeg_bin", "ffprobe_bin", "model_id", "ray_address"}
 
 
 def config_from_mapping(values: dict[str, Any], where: str) -> MaterializeConfig:

@@ -30,7 +30,12 @@ from saliency_assets.defs.partitions import (
     register_partitions,
     write_clip_index,
 )
-from saliency_assets.defs.resources import FFmpegDecoder, SaliencyModelResource, table_resources
+from saliency_assets.defs.resources import (
+    FFmpegDecoder,
+    RayCluster,
+    SaliencyModelResource,
+    table_resources,
+)
 from saliency_assets.defs.storage import TableStorage
 
 MODEL_POOL = "saliency_model"
@@ -54,7 +59,11 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
         jobs=jobs,
         sensors=sensors,
         schedules=schedules,
-        resources={keys.decoder_resource: decoder, keys.model_resource: model},
+        resources={
+            keys.decoder_resource: decoder,
+            keys.model_resource: model,
+            keys.ray_resource: RayCluster(address=table.spec.config.ray_address),
+        },
     )
 
 
@@ -69,14 +78,17 @@ class TableKeys:
         self.group = f"saliency_{table.name}"
         self.decoder_resource = f"ffmpeg_decoder_{table.name}"
         self.model_resource = f"saliency_model_{table.name}"
+        self.ray_resource = f"ray_cluster_{table.name}"
+        self.resources = {self.decoder_resource, self.model_resource, self.ray_resource}
 
 
 def effective_config(table: CorpusTable, context: dg.AssetExecutionContext) -> MaterializeConfig:
-    """The manifest config with the run's decoder and model resource settings applied."""
+    """The manifest config with the run's decoder, model and cluster resource settings applied."""
     keys = TableKeys(table)
     decoder: FFmpegDecoder = getattr(context.resources, keys.decoder_resource)
     model: SaliencyModelResource = getattr(context.resources, keys.model_resource)
-    return model.apply(decoder.apply(table.spec.config))
+    cluster: RayCluster = getattr(context.resources, keys.ray_resource)
+    return cluster.apply(model.apply(decoder.apply(table.spec.config)))
 
 
 def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.AssetsDefinition:
@@ -131,7 +143,7 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
             partitions_def=partitions,
             backfill_policy=policy,
             pool=MODEL_POOL,
-            required_resource_keys={keys.decoder_resource, keys.model_resource},
+            required_resource_keys=keys.resources,
             check_specs=[checks.batch_status_spec(keys.clip_saliency)],
             kinds={"onnx", "ffmpeg"},
             description="Per-clip saliency, computed in batches and kept in the results store.",
@@ -181,7 +193,7 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         group_name=keys.group,
         deps=[keys.clip_saliency],
         pool=MODEL_POOL,
-        required_resource_keys={keys.decoder_resource, keys.model_resource},
+        required_resource_keys=keys.resources,
         check_specs=checks.table_check_specs(keys.enriched_table),
         kinds={"jsonl" if table.spec.output.suffix.lower() == ".jsonl" else "parquet"},
         description=f"The feature table with saliency columns, written to {table.spec.output}.",

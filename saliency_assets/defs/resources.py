@@ -7,6 +7,7 @@ computation itself runs in the core's worker processes, each holding its own ses
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import dagster as dg
@@ -15,6 +16,7 @@ from pydantic import PrivateAttr
 from saliency_assets.core.config import MaterializeConfig, validate_config
 from saliency_assets.core.engine import prepare_model
 from saliency_assets.core.model import ModelChoice
+from saliency_assets.core.ray_runner import check_ray_installed
 
 
 class FFmpegDecoder(dg.ConfigurableResource):
@@ -63,6 +65,25 @@ class SaliencyModelResource(dg.ConfigurableResource):
         if self._choice is None:
             self._choice = prepare_model(self.apply(MaterializeConfig()))
         return self._choice
+
+
+class RayCluster(dg.ConfigurableResource):
+    """Where clips are computed: local worker processes, or the Ray cluster at ``address``.
+
+    ``address`` starts from the manifest's ``ray_address``; when empty, a deployment points
+    every table at a cluster with ``$SALIENCY_ASSETS_RAY_ADDRESS`` on its run workers.
+    """
+
+    address: str | None = None
+
+    def apply(self, config: MaterializeConfig) -> MaterializeConfig:
+        address = self.address or os.environ.get(RAY_ADDRESS_ENV) or None
+        if address:
+            check_ray_installed()
+        return replace(config, ray_address=address)
+
+
+RAY_ADDRESS_ENV = "SALIENCY_ASSETS_RAY_ADDRESS"
 
 
 def table_resources(config: MaterializeConfig) -> tuple[FFmpegDecoder, SaliencyModelResource]:
