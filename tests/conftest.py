@@ -67,3 +67,24 @@ def dagster_instance(tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def ray_cluster_session():
+    """One local Ray cluster (a head and worker nodes node_a, node_b) for the whole session;
+    always torn down. Tests are skipped where the [ray] extra is not installed."""
+    pytest.importorskip("ray")
+    from support.ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ray_cluster(ray_cluster_session):
+    """The session's Ray cluster with every worker node up (a test may have killed one)."""
+    ray_cluster_session.ensure_workers()
+    return ray_cluster_session

@@ -37,6 +37,8 @@ ACTOR_DEATHS_PER_CLIP = 3
 # As the local pool: grace beyond the decoder's own limit before its actor is stopped.
 HARD_LIMIT_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.5
+# How long dispatch waits for every actor to start before going on with those that have.
+ACTOR_START_WAIT_S = 30.0
 # How long a run waits, with no live actor, for the cluster to offer one before giving up.
 NO_CAPACITY_TIMEOUT_S = 300.0
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -57,8 +59,7 @@ class RayRunner:
     """A ``ClipRunner`` over actors on the cluster at ``config.ray_address``.
 
     ``config.jobs`` caps the number of actors; by default there is one per CPU of the cluster
-    (one per GPU when the providers include CUDA). ``clips_by_node`` counts, per Ray node id,
-    the clips computed there.
+    (one per GPU when the providers include CUDA). ``stats`` counts what happened.
     """
 
     def __init__(self, config: MaterializeConfig, model: ModelChoice) -> None:
@@ -66,18 +67,26 @@ class RayRunner:
         self.job = ClipJob.from_config(config, model.path)
         self.model = model
         self.max_actors = config.jobs
-        self.clips_by_node: Counter[str] = Counter()
+        self.stats = RayRunStats()
 
     def __call__(self, tasks: list[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
         if not tasks:
             return
         connect(self.address)
-        pool = _ActorPool(self.job, self.model, self.clips_by_node)
+        pool = _ActorPool(self.job, self.model, self.stats)
         try:
             pool.start(_pool_size(self.job, self.max_actors, len(tasks), self.address))
             yield from pool.run(tasks)
         finally:
             pool.close()
+
+
+@dataclass
+class RayRunStats:
+    """Clips computed per Ray node id, and clips given to another actor after theirs died."""
+
+    clips_by_node: Counter[str] = field(default_factory=Counter)
+    retried_clips: int = 0
 
 
 def connect(address: str) -> None:
@@ -150,11 +159,11 @@ class _InFlight:
 class _ActorPool:
     """Actors being started, idle or busy with one clip each; dead ones are replaced."""
 
-    def __init__(self, job: ClipJob, model: ModelChoice, clips_by_node: Counter[str]) -> None:
+    def __init__(self, job: ClipJob, model: ModelChoice, stats: RayRunStats) -> None:
         import ray
 
         self.job = job
-        self.clips_by_node = clips_by_node
+        self.stats = stats
         self.model_ref = ray.put(Path(model.path).read_bytes())
         self.model_sha256 = model.sha256
         self.actor_class = ray.remote(ClipActor).options(**_actor_options(job))
@@ -170,12 +179,13 @@ class _ActorPool:
 
     def run(self, tasks: list[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
         pending = deque(tasks)
+        self._await_actors()
         while pending or self.busy:
             while self.idle and pending:
                 self._submit(self.idle.popleft(), pending.popleft())
             yield from self._collect(pending)
             yield from self._reap_overdue()
-            self._check_capacity(pending)
+            self._check_capacity(len(pending))
 
     def close(self) -> None:
         import ray
@@ -184,6 +194,20 @@ class _ActorPool:
         for actor in actors:
             ray.kill(actor, no_restart=True)
         self.starting, self.idle, self.busy = {}, deque(), {}
+
+    def _await_actors(self) -> None:
+        """Dispatch starts once every actor is up (or after ``ACTOR_START_WAIT_S``, with those
+        that are), so clips spread over the nodes from the first one on rather than all going
+        to whichever actor happened to start first."""
+        import ray
+
+        deadline = time.monotonic() + ACTOR_START_WAIT_S
+        while self.starting and (not self.idle or time.monotonic() < deadline):
+            waiting = list(self.starting)
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_INTERVAL_S)
+            for ref in ready:
+                self._started(ref)
+            self._check_capacity(len(self.starting))
 
     def _start_actor(self) -> None:
         actor = self.actor_class.remote(self.job, self.model_ref, self.model_sha256)
@@ -236,7 +260,7 @@ class _ActorPool:
             yield key, ClipResult(MODEL_FAILED, detail=_cause(error))
             return
         self.idle.append(flight.actor)
-        self.clips_by_node[node_id] += 1
+        self.stats.clips_by_node[node_id] += 1
         yield key, result
 
     def _actor_died(
@@ -247,11 +271,11 @@ class _ActorPool:
         self.deaths[key] += 1
         self._start_actor()
         if self.deaths[key] < ACTOR_DEATHS_PER_CLIP:
+            self.stats.retried_clips += 1
             pending.appendleft(flight.task)
             return
         detail = (
-            f"worker process died on this clip {self.deaths[key]} times "
-            f"(last: {_cause(error)})"
+            f"worker process died on this clip {self.deaths[key]} times (last: {_cause(error)})"
         )
         yield key, ClipResult(DECODE_FAILED, detail=detail)
 
@@ -286,14 +310,14 @@ class _ActorPool:
         )
         return flight.task[0], ClipResult(DECODE_FAILED, detail=detail)
 
-    def _check_capacity(self, pending: deque[ClipTask]) -> None:
-        if self.idle or self.busy or not pending:
+    def _check_capacity(self, clips_left: int) -> None:
+        if self.idle or self.busy or not clips_left:
             self.alive_since = time.monotonic()
             return
         if time.monotonic() - self.alive_since > NO_CAPACITY_TIMEOUT_S:
             raise ConnectionError(
                 f"no clip actor could start on the Ray cluster for {NO_CAPACITY_TIMEOUT_S:g} s "
-                f"({len(pending)} clips left); check that its nodes are up and can import "
+                f"({clips_left} clips left); check that its nodes are up and can import "
                 "saliency_assets"
             )
 

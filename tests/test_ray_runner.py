@@ -1,0 +1,155 @@
+"""Clips computed on a real Ray cluster of separate ``ray start`` nodes on this machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_cli
+from support.clips import make_clip
+
+from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.engine import compute_clips, materialize_rows, prepare_model
+from saliency_assets.core.ray_runner import RayRunner
+from saliency_assets.core.results_store import ResultStore
+from saliency_assets.core.statuses import OK
+
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, clip_dir):
+    """Ten small real clips (and a raw .yuv from clip_dir) and one row per clip."""
+    folder = tmp_path_factory.mktemp("ray-corpus")
+    for index in range(10):
+        make_clip(folder / f"clip{index}.mp4", 64 + 16 * (index % 3), 48, 6)
+    (folder / "raw_64x48.yuv").write_bytes((clip_dir / "raw_64x48.yuv").read_bytes())
+    names = sorted(path.name for path in folder.iterdir())
+    return folder, [{"src": name} for name in names]
+
+
+def local_values(rows, config):
+    model = prepare_model(config)
+    outcome = materialize_rows(rows, config, model)
+    return {row["src"]: row for row in outcome.rows}
+
+
+def assert_equal_to_local(rows, local):
+    for row in rows:
+        expected = local[row["src"]]
+        assert row["saliency_status"] == OK, row
+        for column in ("saliency_mean", "saliency_var"):
+            assert math.isclose(row[column], expected[column], rel_tol=0, abs_tol=TOLERANCE)
+
+
+def test_clips_spread_over_both_nodes_and_equal_a_local_run(ray_cluster, corpus):
+    root, rows = corpus
+    config = MaterializeConfig(root=root, max_frames=4, jobs=1)
+    ray_config = MaterializeConfig(root=root, max_frames=4, ray_address=ray_cluster.address)
+    runner = RayRunner(ray_config, prepare_model(ray_config))
+
+    outcome = materialize_rows(rows, ray_config, prepare_model(ray_config), runner=runner)
+
+    assert_equal_to_local(outcome.rows, local_values(rows, config))
+    assert len(runner.stats.clips_by_node) == 2
+    assert sum(runner.stats.clips_by_node.values()) == len(rows)
+
+
+def test_a_worker_node_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
+    ray_cluster, corpus, tmp_path
+):
+    root, rows = corpus
+    config = MaterializeConfig(root=root, max_frames=4, ray_address=ray_cluster.address)
+    model = prepare_model(config)
+    ray_runner = RayRunner(config, model)
+
+    def kill_node_b_after_the_first_clip(tasks):
+        for count, finished in enumerate(ray_runner(tasks)):
+            yield finished
+            if count == 0:
+                ray_cluster.kill_node("node_b")
+
+    store_dir = tmp_path / "store"
+    clips = {str(root / row["src"]): _source(root, row) for row in rows}
+    computed = compute_clips(
+        clips, config, model, runner=kill_node_b_after_the_first_clip, store=ResultStore(store_dir)
+    )
+
+    assert {result.status for result in computed.results.values()} == {OK}
+    assert ray_runner.stats.retried_clips >= 1
+    stored = pq.read_table(store_dir).column("clip_key").to_pylist()
+    assert sorted(stored) == sorted(clips)
+    local = compute_clips(clips, MaterializeConfig(root=root, max_frames=4, jobs=1), model)
+    for key, result in computed.results.items():
+        assert math.isclose(result.saliency_mean, local.results[key].saliency_mean, abs_tol=1e-6)
+        assert math.isclose(result.saliency_var, local.results[key].saliency_var, abs_tol=1e-6)
+
+
+def test_cli_materialize_on_the_cluster_writes_the_local_table(ray_cluster, corpus, tmp_path):
+    root, rows = corpus
+    table = tmp_path / "features.jsonl"
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = ["materialize", "--input", str(table), "--root", str(root), "--max-frames", "4"]
+    common += ["--results-store", "none"]
+
+    on_ray = run_cli(
+        *common, "--output", str(tmp_path / "ray.jsonl"), "--ray-address", ray_cluster.address
+    )
+    local = run_cli(*common, "--output", str(tmp_path / "local.jsonl"), "--jobs", "1")
+
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert local.returncode == 0, local.stderr
+    ray_rows = _read_jsonl(tmp_path / "ray.jsonl")
+    assert_equal_to_local(
+        ray_rows, {row["src"]: row for row in _read_jsonl(tmp_path / "local.jsonl")}
+    )
+
+
+def test_cli_says_ray_is_missing_before_any_work(tmp_path, corpus):
+    root, _rows = corpus
+    table = tmp_path / "features.jsonl"
+    table.write_text(json.dumps({"src": "clip0.mp4"}) + "\n")
+    hide_ray = (
+        "import sys; sys.modules['ray'] = None; from saliency_assets.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    import subprocess
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            hide_ray,
+            "materialize",
+            "--input",
+            str(table),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--root",
+            str(root),
+            "--ray-address",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "pip install 'saliency-assets[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _source(root, row):
+    from saliency_assets.core.sources import resolve_clip
+
+    return resolve_clip(row, MaterializeConfig(root=root))
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
