@@ -88,3 +88,27 @@ def ray_cluster(ray_cluster_session):
     """The session's Ray cluster with every worker node up (a test may have killed one)."""
     ray_cluster_session.ensure_workers()
     return ray_cluster_session
+
+
+@pytest.fixture(scope="session")
+def s3_server_session():
+    """One local SeaweedFS S3 server for the whole session; always stopped."""
+    from support.s3_server import LocalS3Server
+
+    server = LocalS3Server()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server_session, monkeypatch, request):
+    """``bucket/prefix``: a place of this test's own on the local S3 server, with the AWS
+    variables that reach it set."""
+    from support.s3_server import BUCKET
+
+    for name, value in s3_server_session.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    return f"{BUCKET}/" + "".join(c for c in request.node.name.lower() if c.isalnum())

@@ -30,6 +30,7 @@ from saliency_assets.core.clip_saliency import INFERRING, ClipJob, ClipResult, c
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.filesystems import aws_environment
 from saliency_assets.core.model import ModelChoice, SaliencyModel
 from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
 
@@ -334,7 +335,8 @@ def _pool_size(job: ClipJob, max_actors: int | None, tasks: int, address: str) -
 
 def _actor_options(job: ClipJob) -> dict[str, Any]:
     """One CPU per actor (plus one GPU for CUDA providers), spread over the nodes; threaded so
-    ``decoding_for`` is answered while a clip computes. Restarts are ours, not Ray's."""
+    ``decoding_for`` is answered while a clip computes. Restarts are ours, not Ray's. The AWS
+    variables set here go with the actors, so they reach the object store the run reads."""
     options: dict[str, Any] = {
         "num_cpus": 1,
         "max_restarts": 0,
@@ -343,6 +345,8 @@ def _actor_options(job: ClipJob) -> dict[str, Any]:
     }
     if uses_gpu(job.providers):
         options["num_gpus"] = 1
+    if aws_environment():
+        options["runtime_env"] = {"env_vars": aws_environment()}
     return options
 
 

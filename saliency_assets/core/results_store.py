@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.clip_saliency import ClipResult
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
@@ -87,12 +88,13 @@ def settings_digest(config: MaterializeConfig) -> str:
 
 
 def source_fingerprint(source: ClipSource) -> str:
-    """Size, modification time and a hash of the file's first 64 KiB: cheap, changes on edit."""
-    stat = source.path.stat()
+    """Size, modification time and a hash of the file's (or object's) first 64 KiB: cheap,
+    changes on edit."""
     digest = hashlib.sha256()
-    with source.path.open("rb") as handle:
+    with filesystems.open_input(source.path) as handle:  # FileNotFoundError if missing
         digest.update(handle.read(FINGERPRINT_HEAD_BYTES))
-    return f"{stat.st_size}-{stat.st_mtime_ns}-{digest.hexdigest()[:16]}"
+    found = filesystems.stat(source.path)
+    return f"{found.size}-{found.mtime_ns}-{digest.hexdigest()[:16]}"
 
 
 class ResultStore:

@@ -27,6 +27,8 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
+
 TABLE_SUFFIXES = (".jsonl", ".parquet")
 # The longest JSONL line read (newline excluded); a longer one is rejected unread, not loaded.
 MAX_LINE_BYTES = 32 * 1024 * 1024
@@ -60,9 +62,17 @@ def read_table(path: Path) -> Table:
     """Read every row; a malformed file is a TableError naming the file and line."""
     path = Path(path)
     kind = table_format(path)
-    if not path.is_file():
-        raise TableError(f"{path}: input table does not exist or is not a file")
+    if not _is_table_file(path):
+        raise TableError(
+            f"{filesystems.display(path)}: input table does not exist or is not a file"
+        )
     return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+
+
+def _is_table_file(path: Path) -> bool:
+    if filesystems.is_object(path):
+        return filesystems.stat(path).kind == "file"
+    return path.is_file()
 
 
 def write_table(path: Path, table: Table) -> None:
@@ -80,8 +90,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write through a temp file in the same folder, fsync it, then rename over ``path``.
 
     The temp file is hidden and named after this host and process; temp files left in the
-    folder by killed writers on this host are removed first.
+    folder by killed writers on this host are removed first. An ``s3://`` path is uploaded as
+    one whole object instead (:func:`filesystems.write_object`).
     """
+    if filesystems.is_object(path):
+        filesystems.write_object(path, write)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path.parent)
@@ -170,7 +184,7 @@ def _temp_beside(path: Path) -> Iterator[tuple[BinaryIO, str]]:
 
 def _read_jsonl(path: Path) -> Table:
     rows = []
-    with path.open("rb") as handle:
+    with filesystems.open_input(path) as handle:
         for line_number, line in _jsonl_lines(path, handle):
             text = line.strip()
             if text:
@@ -220,8 +234,9 @@ def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dic
 
 def _read_parquet(path: Path) -> Table:
     try:
-        _check_parquet_footer(path, pq.read_metadata(path))
-        arrow_table = pq.read_table(path)
+        with filesystems.open_input(path) as handle:
+            _check_parquet_footer(path, pq.read_metadata(handle))
+            arrow_table = pq.read_table(handle)
         # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
         return Table(arrow_table.to_pylist(), arrow_table.schema)
     except (pa.ArrowException, OSError) as error:
