@@ -168,3 +168,19 @@ def _source(root, row):
 
 def _read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_gpu_actors_share_a_gpu_and_cpu_actors_ask_for_none(monkeypatch):
+    from pathlib import Path
+
+    from saliency_assets.core.clip_saliency import ClipJob
+    from saliency_assets.core.ray_runner import ACTORS_PER_GPU, _actor_options
+
+    def options(providers):
+        config = MaterializeConfig(providers=providers)
+        return _actor_options(ClipJob.from_config(config, Path("model.onnx")))
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    gpu = options(("CUDAExecutionProvider", "CPUExecutionProvider"))
+    assert gpu["num_gpus"] == 1 / ACTORS_PER_GPU and gpu["num_cpus"] == 1
+    assert "num_gpus" not in options(("CPUExecutionProvider",))

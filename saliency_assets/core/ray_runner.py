@@ -43,6 +43,9 @@ ACTOR_START_WAIT_S = 30.0
 # How long a run waits, with no live actor, for the cluster to offer one before giving up.
 NO_CAPACITY_TIMEOUT_S = 300.0
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Actors sharing one GPU: each decodes on its own CPU while the others' frames are inferred, so
+# a GPU node is not held to one core's decoding speed.
+ACTORS_PER_GPU = 4
 
 ClipTask = tuple[str, ClipSource]
 
@@ -60,7 +63,7 @@ class RayRunner:
     """A ``ClipRunner`` over actors on the cluster at ``config.ray_address``.
 
     ``config.jobs`` caps the number of actors; by default there is one per CPU of the cluster
-    (one per GPU when the providers include CUDA). ``stats`` counts what happened.
+    (``ACTORS_PER_GPU`` per GPU when the providers include CUDA). ``stats`` counts what happened.
     """
 
     def __init__(self, config: MaterializeConfig, model: ModelChoice) -> None:
@@ -328,15 +331,17 @@ def _pool_size(job: ClipJob, max_actors: int | None, tasks: int, address: str) -
 
     resource = "GPU" if uses_gpu(job.providers) else "CPU"
     available = int(ray.cluster_resources().get(resource, 0))
+    if resource == "GPU":
+        available *= ACTORS_PER_GPU
     if available < 1:
         raise ConnectionError(f"the Ray cluster at {address} has no {resource} for clip actors")
     return max(1, min(available, max_actors or available, tasks))
 
 
 def _actor_options(job: ClipJob) -> dict[str, Any]:
-    """One CPU per actor (plus one GPU for CUDA providers), spread over the nodes; threaded so
-    ``decoding_for`` is answered while a clip computes. Restarts are ours, not Ray's. The AWS
-    variables set here go with the actors, so they reach the object store the run reads."""
+    """One CPU per actor (and a share of a GPU for CUDA providers), spread over the nodes;
+    threaded, so ``decoding_for`` is answered while a clip computes. Restarts are ours, not
+    Ray's. The AWS variables set here go with the actors, to reach the run's object store."""
     options: dict[str, Any] = {
         "num_cpus": 1,
         "max_restarts": 0,
@@ -344,7 +349,7 @@ def _actor_options(job: ClipJob) -> dict[str, Any]:
         "scheduling_strategy": "SPREAD",
     }
     if uses_gpu(job.providers):
-        options["num_gpus"] = 1
+        options["num_gpus"] = 1 / ACTORS_PER_GPU
     if aws_environment():
         options["runtime_env"] = {"env_vars": aws_environment()}
     return options
