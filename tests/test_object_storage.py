@@ -172,3 +172,32 @@ def test_a_missing_input_object_is_a_one_line_error(s3_bucket, tmp_path):
     assert result.returncode == 1
     assert f"s3://{s3_bucket}/no-such-table.jsonl: input table does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_batch_manifest_with_s3_paths_writes_tables_and_reports_there(
+    s3_bucket, local_corpus, tmp_path
+):
+    base = upload_corpus(local_corpus, s3_bucket)
+    manifest = tmp_path / "manifest.json"
+    table = {
+        "id": "on-s3",
+        "input": f"{base}/features.jsonl",
+        "output": f"{base}/batch/features.saliency.jsonl",
+        "audit_json": f"{base}/batch/audit.json",
+    }
+    defaults = {"root": f"{base}/clips", "max_frames": 4, "results_store": "none"}
+    manifest.write_text(json.dumps({"defaults": defaults, "tables": [table]}))
+
+    result = run_cli(
+        "batch", "--manifest", str(manifest), "--allow-row-failures",
+        "--report-json", f"{base}/batch/report.json", "--report-md", f"{base}/batch/report.md",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    rows = read_table(f"{base}/batch/features.saliency.jsonl").rows
+    assert [row["saliency_status"] for row in rows].count(OK) == len(rows) - 1
+    with filesystems.open_input(f"{base}/batch/report.json") as handle:
+        report = json.load(handle)
+    assert report["tables"][0]["status"] == "row-failures"
+    assert filesystems.stat(f"{base}/batch/report.md").kind == "file"
+    assert not (tmp_path / "s3:").exists()
