@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -99,6 +100,10 @@ def test_cli_reads_table_and_clips_from_s3_and_writes_outputs_there(
     with filesystems.open_input(f"{base}/out/audit.json") as handle:
         audit = json.load(handle)
     assert audit["summary"]["ok"] == len(rows) - 1
+    described = audit["run_provenance"]["inputs"]["input"]
+    assert described["path"] == f"{base}/features.jsonl"
+    expected = hashlib.sha256((local_corpus / "features.jsonl").read_bytes()).hexdigest()
+    assert (described["kind"], described["sha256"]) == ("file", expected)
     assert not (local_corpus / "s3:").exists()
 
 

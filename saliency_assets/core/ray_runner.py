@@ -32,7 +32,7 @@ from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.filesystems import aws_environment
 from saliency_assets.core.model import ModelChoice, SaliencyModel
-from saliency_assets.core.statuses import DECODE_FAILED, MODEL_FAILED
+from saliency_assets.core.statuses import DECODE_FAILED
 
 ACTOR_DEATHS_PER_CLIP = 3
 # As the local pool: grace beyond the decoder's own limit before its actor is stopped.
@@ -257,29 +257,31 @@ class _ActorPool:
         try:
             result, node_id = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
-            yield from self._actor_died(flight, error, pending)
+            self._start_actor()
+            yield from self._retry_or_fail(flight.task, error, pending)
             return
-        except ray.exceptions.RayTaskError as error:  # compute_clip raised: a per-clip failure
+        except ray.exceptions.RayTaskError as error:  # where a local worker process would die
             self.idle.append(flight.actor)
-            yield key, ClipResult(MODEL_FAILED, detail=_cause(error))
+            yield from self._retry_or_fail(flight.task, error, pending)
             return
         self.idle.append(flight.actor)
         self.stats.clips_by_node[node_id] += 1
         yield key, result
 
-    def _actor_died(
-        self, flight: _InFlight, error: Exception, pending: deque[ClipTask]
+    def _retry_or_fail(
+        self, task: ClipTask, error: Exception, pending: deque[ClipTask]
     ) -> Iterator[tuple[str, ClipResult]]:
-        """Another actor takes the clip, unless it has now killed its actor too often."""
-        key, _source = flight.task
+        """The clip goes to the next free actor, unless it has now failed its actor too often;
+        then it fails as a dead local worker's clip does (a transient failure: not stored)."""
+        key, _source = task
         self.deaths[key] += 1
-        self._start_actor()
         if self.deaths[key] < ACTOR_DEATHS_PER_CLIP:
             self.stats.retried_clips += 1
-            pending.appendleft(flight.task)
+            pending.appendleft(task)
             return
         detail = (
-            f"worker process died on this clip {self.deaths[key]} times (last: {_cause(error)})"
+            f"worker process died or raised on this clip {self.deaths[key]} times "
+            f"(last: {_cause(error)})"
         )
         yield key, ClipResult(DECODE_FAILED, detail=detail)
 
