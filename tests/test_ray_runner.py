@@ -184,3 +184,22 @@ def test_gpu_actors_share_a_gpu_and_cpu_actors_ask_for_none(monkeypatch):
     gpu = options(("CUDAExecutionProvider", "CPUExecutionProvider"))
     assert gpu["num_gpus"] == 1 / ACTORS_PER_GPU and gpu["num_cpus"] == 1
     assert "num_gpus" not in options(("CPUExecutionProvider",))
+
+
+def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path, corpus):
+    pytest.importorskip("ray")
+    from support.ray_cluster import free_port
+
+    root, _rows = corpus
+    table = tmp_path / "features.jsonl"
+    table.write_text(json.dumps({"src": "clip0.mp4"}) + "\n")
+
+    result = run_cli(
+        "materialize", "--input", str(table), "--output", str(tmp_path / "out.jsonl"),
+        "--root", str(root), "--ray-address", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "no Ray cluster answers at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import socket
 import tempfile
 import time
 from collections import Counter, deque
@@ -38,6 +39,7 @@ ACTOR_DEATHS_PER_CLIP = 3
 # As the local pool: grace beyond the decoder's own limit before its actor is stopped.
 HARD_LIMIT_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.5
+CONNECT_TIMEOUT_S = 10.0
 # How long dispatch waits for every actor to start before going on with those that have.
 ACTOR_START_WAIT_S = 30.0
 # How long a run waits, with no live actor, for the cluster to offer one before giving up.
@@ -97,8 +99,24 @@ def connect(address: str) -> None:
     """Join the cluster at ``address`` once per process (raises ConnectionError if none)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    if ray.is_initialized():
+        return
+    _check_reachable(address)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` nobody listens on fails at once; ``ray.init`` would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", "ray://...": left to ray.init
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({error.strerror or error}); check "
+            "--ray-address / ray_address, or start one with `ray start --head`"
+        ) from None
 
 
 def uses_gpu(providers: tuple[str, ...]) -> bool:
