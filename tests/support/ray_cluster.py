@@ -10,6 +10,7 @@ resource named after it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,6 +105,7 @@ class LocalRayCluster:
         for name in reversed(list(self.nodes)):
             if self.nodes[name].poll() is None:
                 self.kill_node(name)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _start_node(self, name: str, flags: list[str]) -> None:
         log = open(self.temp_dir / f"{name}.log", "wb")  # noqa: SIM115 - the node owns it
