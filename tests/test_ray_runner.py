@@ -203,3 +203,15 @@ def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path, corpu
     assert "no Ray cluster answers at 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_actors_that_cannot_load_the_model_stop_the_run_with_the_cause(ray_cluster, corpus):
+    from dataclasses import replace
+
+    root, rows = corpus
+    config = MaterializeConfig(root=root, ray_address=ray_cluster.address)
+    model = replace(prepare_model(config), sha256="0" * 64)  # not the file's: every actor refuses
+    tasks = [(row["src"], _source(root, row)) for row in rows[:2]]
+
+    with pytest.raises(ConnectionError, match="does not match its sha256"):
+        list(RayRunner(config, model)(tasks))

@@ -5,10 +5,11 @@ same ``compute_clip`` the local worker processes call, so a clip is decoded on t
 computes it (clip paths must be readable there: a shared file system or ``s3://``). The model
 file travels with the run through Ray's object store. Results come back as they finish.
 
-A clip whose actor dies (its node was lost, or the process crashed) is given to another actor;
-after ``ACTOR_DEATHS_PER_CLIP`` deaths on the same clip it is ``decode-failed`` as the local pool
-reports a dead worker. A decode that overruns ``decode_timeout`` stops its actor, as locally.
-Each clip is yielded exactly once, so the engine stores it once.
+A clip whose actor dies (its node was lost, or the process crashed) or raises is given to another
+actor; after ``ACTOR_DEATHS_PER_CLIP`` such failures it is ``decode-failed`` as the local pool
+reports a dead worker (a transient failure, never stored). A decode that overruns
+``decode_timeout`` stops its actor, as locally. Each clip is yielded exactly once, so the engine
+stores it once.
 
 ``ray`` is imported only here, and only when a run names a cluster (the ``[ray]`` extra).
 """
@@ -261,8 +262,10 @@ class _ActorPool:
         actor = self.starting.pop(ref)
         try:
             ray.get(ref)
-        except ray.exceptions.RayActorError:  # its node went away while it was starting
-            self._start_actor()
+        except ray.exceptions.RayActorError as error:
+            if error.actor_init_failed:  # the model or the package fails to load: every actor will
+                raise ConnectionError(f"clip actors cannot start: {_cause(error)}") from None
+            self._start_actor()  # its node went away while it was starting
             return
         self.idle.append(actor)
         self.alive_since = time.monotonic()
