@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import pyarrow.parquet as pq
@@ -12,11 +13,12 @@ from conftest import run_cli
 from support.clips import make_clip
 
 from saliency_assets.core import filesystems
+from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.engine import compute_clips, materialize_rows, prepare_model
 from saliency_assets.core.ray_runner import RayRunner
-from saliency_assets.core.results_store import ResultStore
-from saliency_assets.core.statuses import OK
+from saliency_assets.core.results_store import ResultStore, is_transient
+from saliency_assets.core.statuses import DECODE_FAILED, OK
 
 TOLERANCE = 1e-6
 
@@ -215,3 +217,23 @@ def test_actors_that_cannot_load_the_model_stop_the_run_with_the_cause(ray_clust
 
     with pytest.raises(ConnectionError, match="does not match its sha256"):
         list(RayRunner(config, model)(tasks))
+
+
+def test_a_decode_stuck_past_the_limit_stops_its_actor_and_the_run_goes_on(
+    ray_cluster, corpus, tmp_path, monkeypatch
+):
+    from saliency_assets.core import ray_runner
+
+    root, rows = corpus
+    stuck = tmp_path / "stuck.mp4"
+    os.mkfifo(stuck)  # opening it blocks inside FFmpeg: no deadline check can interrupt that
+    monkeypatch.setattr(ray_runner, "HARD_LIMIT_GRACE_S", 2.0)
+    config = MaterializeConfig(root=root, decode_timeout=3.0, ray_address=ray_cluster.address)
+    tasks = [("stuck", ClipSource(stuck)), *[(r["src"], _source(root, r)) for r in rows[:3]]]
+
+    results = dict(RayRunner(config, prepare_model(config))(tasks))
+
+    assert results["stuck"].status == DECODE_FAILED
+    assert "did not finish within 3 s (decode_timeout)" in results["stuck"].detail
+    assert is_transient(results["stuck"])
+    assert [results[r["src"]].status for r in rows[:3]] == [OK] * 3
