@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     table, distinct = write_corpus(args.clips, args.distinct)
     costs = per_clip_costs(distinct, model)
     facts = machine_facts()
-    cluster = LocalRayCluster().start()
+    cluster = LocalRayCluster()
     try:
-        runs = paired_rounds(table, model, cluster.address, args.rounds)
+        runs = paired_rounds(table, model, cluster.start().address, args.rounds)
     finally:
         cluster.stop()
     summary = summarise(runs, args.clips)

@@ -234,9 +234,11 @@ def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dic
 
 def _read_parquet(path: Path) -> Table:
     try:
-        with filesystems.open_input(path) as handle:
-            _check_parquet_footer(path, pq.read_metadata(handle))
-            arrow_table = pq.read_table(handle)
+        if filesystems.is_object(path):
+            with filesystems.open_input(path) as handle:
+                arrow_table = _read_checked_parquet(path, handle)
+        else:
+            arrow_table = _read_checked_parquet(path, path)
         # Nulls stay None (not NaN as pandas would give) so an untouched column round-trips.
         return Table(arrow_table.to_pylist(), arrow_table.schema)
     except (pa.ArrowException, OSError) as error:
@@ -244,6 +246,12 @@ def _read_parquet(path: Path) -> Table:
         raise TableError(f"{path}: cannot read Parquet ({cause})") from None
     except MemoryError:
         raise TableError(f"{path}: the table does not fit in memory") from None
+
+
+def _read_checked_parquet(path: Path, source: Path | BinaryIO) -> pa.Table:
+    """``source``'s table once its footer passed the checks (local files read by pyarrow)."""
+    _check_parquet_footer(path, pq.read_metadata(source))
+    return pq.read_table(source)
 
 
 def _check_parquet_footer(path: Path, metadata: pq.FileMetaData) -> None:

@@ -82,7 +82,10 @@ class LocalRayCluster:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            try:
+                ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+            except ConnectionError:  # the head is still starting (a loaded machine): ask again
+                return set()
         alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         return {name for name in self.worker_names if any(name in found for found in alive)}
 
