@@ -72,6 +72,7 @@ def dagster_instance(tmp_path):
 def pytest_collection_modifyitems(session, config, items):
     """Tests on the local Ray cluster run last, together: the cluster starts once, late, and
     the rest of the suite does not share the cores with its idle daemons."""
+
     def order(item) -> tuple[bool, bool]:
         on_ray = "ray_cluster" in getattr(item, "fixturenames", ())
         return on_ray, on_ray and "killed" in item.name  # a killed node is restarted once less
