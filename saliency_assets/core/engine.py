@@ -82,6 +82,10 @@ def prepare_model(config: MaterializeConfig) -> ModelChoice:
     for binary in (config.ffmpeg_bin, config.ffprobe_bin):
         if binary:
             check_binary(binary)
+    if config.ray_address:
+        from saliency_assets.core.ray_runner import check_ray_installed
+
+        check_ray_installed()
     model = choose_model(config.model_path, config.model_id)
     validate_model_file(model.path, config.providers)
     return model
@@ -145,7 +149,7 @@ def compute_clips(
     results = _stored_results(store, keys)
     reused = len(results)
     pending = [(key, source) for key, source in clips.items() if key not in results]
-    runner = runner or _pool_runner(config, model)
+    runner = runner or _default_runner(config, model)
     saver = _StoreSaver(store, keys)
     progress = Progress(len(pending), stream=log)
     try:
@@ -314,6 +318,15 @@ def _join_results(
         apply_result(row, result, config, metadata)
         summary.count(result.status)
     return summary
+
+
+def _default_runner(config: MaterializeConfig, model: ModelChoice) -> ClipRunner:
+    """Local worker processes, or the Ray cluster the config names."""
+    if config.ray_address:
+        from saliency_assets.core.ray_runner import RayRunner  # ray is an optional extra
+
+        return RayRunner(config, model)
+    return _pool_runner(config, model)
 
 
 def _pool_runner(config: MaterializeConfig, model: ModelChoice) -> ClipRunner:

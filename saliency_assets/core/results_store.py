@@ -26,11 +26,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.clip_saliency import ClipResult
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import RESULTS_STORE_BACKENDS, results_store_scheme
@@ -146,14 +147,22 @@ def settings_digest(config: MaterializeConfig) -> str:
 def source_fingerprint(source: ClipSource) -> str:
     """SHA-256 of every byte of the file: any edit changes it, and it is the same on every host
     (no time, inode or path in it), so stores can be shared. SHA-256 rather than BLAKE2: with
-    the CPU's SHA extensions it is the fastest hash in the standard library."""
+    the CPU's SHA extensions it is the fastest hash in the standard library. An ``s3://`` clip
+    is read through :mod:`filesystems` (ranged GETs) and hashed the same way."""
     digest = hashlib.sha256()
     buffer = bytearray(FINGERPRINT_READ_BYTES)
     view = memoryview(buffer)
-    with open(source.path, "rb", buffering=0) as handle:
+    with _open_unbuffered(source.path) as handle:  # FileNotFoundError if missing
         while read := handle.readinto(buffer):
             digest.update(view[:read])
     return f"sha256:{digest.hexdigest()}"
+
+
+def _open_unbuffered(path: Path) -> BinaryIO:
+    """Local files unbuffered (the digest loop reads whole buffers); objects by range."""
+    if filesystems.is_object(path):
+        return filesystems.open_input(path)
+    return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
 
 
 def clip_format(source: ClipSource) -> str:
