@@ -231,3 +231,33 @@ def test_an_object_clip_has_the_fingerprint_of_the_same_bytes_on_disk(s3_bucket,
 
     assert on_s3 == source_fingerprint(ClipSource(clip))
     assert on_s3 == "sha256:" + hashlib.sha256(clip.read_bytes()).hexdigest()
+
+
+def test_dagster_assets_read_and_write_s3_tables(
+    s3_bucket, local_corpus, local_rows, tmp_path, dagster_instance, monkeypatch
+):
+    from dagster_support import load_defs, range_tags, run_job
+
+    base = upload_corpus(local_corpus, s3_bucket)
+    table = {
+        "id": "t",
+        "input": f"{base}/features.jsonl",
+        "output": f"{base}/dagster/features.saliency.jsonl",
+        "audit_json": f"{base}/dagster/audit.json",
+        "root": f"{base}/clips",
+        "max_frames": 4,
+        "dagster": {"allow_row_failures": True, "storage": str(tmp_path / "store")},
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"tables": [table]}))
+    monkeypatch.chdir(tmp_path)
+    defs = load_defs(monkeypatch, manifest)
+
+    run_job(defs, "saliency_t_refresh", dagster_instance)
+    keys = dagster_instance.get_dynamic_partitions("saliency_t_clips")
+    run_job(defs, "saliency_t_clips", dagster_instance, tags=range_tags(keys[0], keys[-1]))
+    run_job(defs, "saliency_t_enrich", dagster_instance)
+
+    assert_same_values(read_table(table["output"]).rows, local_rows)
+    assert filesystems.stat(table["audit_json"]).kind == "file"
+    assert not (tmp_path / "s3:").exists()
