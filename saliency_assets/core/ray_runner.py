@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import socket
 import tempfile
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from saliency_assets.core.atomic import atomic_write
 from saliency_assets.core.clip_saliency import INFERRING, ClipJob, ClipResult, compute_clip
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.config import MaterializeConfig
@@ -382,13 +382,9 @@ def _node_local_model(model_bytes: bytes, model_sha256: str) -> Path:
     """The run's model as a file on this node, shared by its actors and checked by hash."""
     if hashlib.sha256(model_bytes).hexdigest() != model_sha256:
         raise ValueError("the model received from the driver does not match its sha256")
-    folder = Path(tempfile.gettempdir()) / "saliency-assets-models"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{model_sha256}.onnx"
-    if not path.exists():
-        temp = folder / f".{model_sha256}.{os.getpid()}.tmp"
-        temp.write_bytes(model_bytes)
-        os.replace(temp, path)
+    path = Path(tempfile.gettempdir()) / "saliency-assets-models" / f"{model_sha256}.onnx"
+    if not path.exists():  # actors starting together each write it whole; the last rename wins
+        atomic_write(path, lambda handle: handle.write(model_bytes))
     return path
 
 
