@@ -165,6 +165,12 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
         "values are read as SDR, as the older tool did",
     )
     add("--transfer-column", default=DEFAULTS.transfer_column, help="'' disables it")
+    add(
+        "--ray-address",
+        default=None,
+        help="compute the clips on this Ray cluster (e.g. 10.0.0.5:6379, auto, ray://head:10001) "
+        "instead of local worker processes; needs the [ray] extra",
+    )
 
 
 def _add_batch(subparsers: Any) -> None:

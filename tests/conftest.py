@@ -68,3 +68,59 @@ def dagster_instance(tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the local Ray cluster run last, together: the cluster starts once, late, and
+    the rest of the suite does not share the cores with its idle daemons."""
+
+    def order(item) -> tuple[bool, bool]:
+        on_ray = "ray_cluster" in getattr(item, "fixturenames", ())
+        return on_ray, on_ray and "killed" in item.name  # a killed node is restarted once less
+
+    items.sort(key=order)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster_session():
+    """One local Ray cluster (a head and worker nodes node_a, node_b) for the whole session;
+    always torn down. Tests are skipped where the [ray] extra is not installed."""
+    pytest.importorskip("ray")
+    from support.ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ray_cluster(ray_cluster_session):
+    """The session's Ray cluster with every worker node up (a test may have killed one)."""
+    ray_cluster_session.ensure_workers()
+    return ray_cluster_session
+
+
+@pytest.fixture(scope="session")
+def s3_server_session():
+    """One local SeaweedFS S3 server for the whole session; always stopped."""
+    from support.s3_server import LocalS3Server
+
+    server = LocalS3Server()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server_session, monkeypatch, request):
+    """``bucket/prefix``: a place of this test's own on the local S3 server, with the AWS
+    variables that reach it set."""
+    from support.s3_server import BUCKET
+
+    for name, value in s3_server_session.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    return f"{BUCKET}/" + "".join(c for c in request.node.name.lower() if c.isalnum())

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.model import choose_model
+from saliency_assets.core.overwrites import reject_overwrites
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -140,6 +142,24 @@ def test_one_tables_output_over_another_tables_input_is_refused(tmp_path, table)
     assert "table 'b' audit_json" in done.stderr and "table 'a' input" in done.stderr
     assert table.read_bytes() == before
     assert not (tmp_path / "out.jsonl").exists(), "table 'a' ran before the usage error"
+
+
+def test_objects_are_compared_by_uri_never_as_local_paths(tmp_path, monkeypatch):
+    """``s3://b/t.jsonl`` is one object however it is spelled, and is not the local file that
+    resolving the URL as a path would give (``./s3:/b/t.jsonl``)."""
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "s3:" / "b" / "t.jsonl"
+    local.parent.mkdir(parents=True)
+    local.write_text("{}\n")
+
+    with pytest.raises(ConfigError, match="--output s3://b/t.jsonl is the same file as --input"):
+        reject_overwrites([("--input", "s3://b/t.jsonl")], [("--output", Path("s3://b/t.jsonl"))])
+    reject_overwrites([("--input", local)], [("--output", "s3://b/t.jsonl")])
+    reject_overwrites(
+        [("--input", "s3://b/t.jsonl")], [("--output", "out.jsonl")], [("store", local.parent)]
+    )
+    with pytest.raises(ConfigError, match="store s3://b is or holds --input s3://b/t.jsonl"):
+        reject_overwrites([("--input", "s3://b/t.jsonl")], [], [("store", "s3://b")])
 
 
 # --- a reader that has gone away ------------------------------------------------------------

@@ -158,6 +158,7 @@ def test_dagster_and_the_command_share_the_postgresql_store(
     defs = load_defs(monkeypatch, write_manifest(tmp_path, results_store=pg_url))
     run_job(defs, "saliency_t_refresh", dagster_instance)
     clips = run_job(defs, "saliency_t_clips", dagster_instance, tags=range_tags("a.mp4", "c.mp4"))
+    assert len(clips.get_asset_materialization_events()) == 3  # one per clip partition
     assert check_metadata(clips, "status_contract")["computed_clips"] == 3
     assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(3,)]
     enriched = run_job(defs, "saliency_t_enrich", dagster_instance)

@@ -5,6 +5,10 @@ The new file gets the mode the umask gives (``0666 & ~umask``), or keeps the mod
 replaces (``mkstemp``'s 0600 made shared outputs unreadable to their group). The temp name has a
 short fixed length, so a valid target name never makes an invalid temp name; it is removed when
 a write fails, and temp files of killed writers on this host are removed by the next write.
+
+An ``s3://`` target is produced whole in memory and uploaded as one object
+(:func:`filesystems.write_object`): S3 shows an object only once its upload completes, so a
+failed write leaves the old object (or none), never a partial one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from saliency_assets.core import filesystems
 
 # Temp files of atomic writes: ".sa-<host digest>-<pid>-<random>.tmp", at most 33 bytes
 # whatever the target's name, so a valid output name never makes an invalid temp name.
@@ -35,6 +41,9 @@ class WriteError(OSError):
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` through a temp file beside it; any failure is a ``WriteError`` naming
     ``path``, and leaves ``path`` as it was."""
+    if filesystems.is_object(path):
+        _upload_whole(path, write)
+        return
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +51,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         _write_and_rename(path, write)
     except OSError as error:
         raise WriteError(f"{path}: cannot write ({_reason(error, path)})") from None
+
+
+def _upload_whole(location: Path | str, write: Callable[[BinaryIO], None]) -> None:
+    try:
+        filesystems.write_object(location, write)
+    except OSError as error:  # its message names the object
+        raise WriteError(" ".join(str(error).split())) from None
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

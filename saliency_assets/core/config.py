@@ -72,6 +72,7 @@ class MaterializeConfig:
     inference_size_column: str = "saliency_inference_size"
     hdr: str = HDR_TONEMAP
     transfer_column: str = "saliency_transfer"
+    ray_address: str | None = None
 
     @property
     def sampling_plan(self) -> SamplingPlan:
@@ -103,7 +104,7 @@ _INT_FIELDS = {"max_frames", "frame_samples", "default_width", "default_height"}
 _OPTIONAL_INT_FIELDS = {"inference_size", "jobs"}
 _FLOAT_FIELDS = {"ema_alpha"}
 _OPTIONAL_FLOAT_FIELDS = {"decode_timeout"}
-_OPTIONAL_STR_FIELDS = {"ffmpeg_bin", "ffprobe_bin", "model_id"}
+_OPTIONAL_STR_FIELDS = {"ffmpeg_bin", "ffprobe_bin", "model_id", "ray_address"}
 
 
 def config_from_mapping(values: dict[str, Any], where: str) -> MaterializeConfig:

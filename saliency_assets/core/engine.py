@@ -89,6 +89,10 @@ def prepare_model(config: MaterializeConfig) -> ModelChoice:
     for binary in (config.ffmpeg_bin, config.ffprobe_bin):
         if binary:
             check_binary(binary)
+    if config.ray_address:
+        from saliency_assets.core.ray_runner import check_ray_installed
+
+        check_ray_installed()
     model = choose_model(config.model_path, config.model_id)
     return dataclasses.replace(model, engine=validate_model_file(model.path, config.providers))
 
@@ -152,7 +156,7 @@ def compute_clips(
     results: dict[str, ClipResult] = {}
     reused = 0
     pending = list(clips.items())
-    runner = runner or _pool_runner(config, model, log)
+    runner = runner or _default_runner(config, model, log)
     saver = _StoreSaver(store, keys.known if keys else {})
     progress = Progress(len(pending), stream=log)
     try:
@@ -327,6 +331,15 @@ def _join_results(
         apply_result(row, result, config, metadata)
         summary.count(result.status)
     return summary
+
+
+def _default_runner(config: MaterializeConfig, model: ModelChoice, log: TextIO) -> ClipRunner:
+    """Local worker processes, or the Ray cluster the config names."""
+    if config.ray_address:
+        from saliency_assets.core.ray_runner import RayRunner  # ray is an optional extra
+
+        return RayRunner(config, model)
+    return _pool_runner(config, model, log)
 
 
 def _pool_runner(config: MaterializeConfig, model: ModelChoice, log: TextIO) -> ClipRunner:

@@ -25,6 +25,8 @@ from typing import TextIO
 
 import blake3
 
+from saliency_assets.core import filesystems
+
 ALGORITHM = "blake3"
 MEMO_ENV = "SALIENCY_ASSETS_FINGERPRINT_MEMO"
 # Read size; larger buffers gain nothing measurable (benchmarks/fingerprint.py).
@@ -67,6 +69,9 @@ class FingerprintMemo:
 
     def fingerprint(self, path: Path) -> str:
         """The fingerprint of the file at ``path`` (OSError if it cannot be read)."""
+        if filesystems.is_object(path):  # read by range; an object's stat is no inode to memo
+            with filesystems.open_input(path) as handle:
+                return hash_file(handle)
         with open(path, "rb", buffering=0) as handle:
             before = os.fstat(handle.fileno())
             remembered = self._recall(before)

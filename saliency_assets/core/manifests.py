@@ -20,6 +20,7 @@ from saliency_assets.core.config import (
     results_store_scheme,
 )
 from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.filesystems import is_object, object_uri
 from saliency_assets.core.overwrites import (
     LabelledPath,
     config_inputs,
@@ -186,6 +187,8 @@ def _resolved(value: Any, base: Path, where: str, key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {key} must be a path string, got {value!r}")
+    if is_object(value):
+        return object_uri(value)
     path = Path(value)
     return os.path.normpath(path if path.is_absolute() else base / path)
 

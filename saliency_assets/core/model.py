@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.tiling import (
     Tile,
@@ -109,8 +110,9 @@ def model_search_dirs() -> list[Path]:
 
 
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a local file or an ``s3://`` object, read 1 MiB at a time."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
+    with filesystems.open_input(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -1,8 +1,10 @@
 """Refuse, before any work, a run whose outputs would write over its inputs or each other.
 
 "The same file" is decided after symlinks and hard links: the device and inode when the file
-exists (as ``os.path.samefile`` does), else the resolved path. A results store is a folder of
-part files: it must not be an input or an output, nor hold an input (compaction deletes parts).
+exists (as ``os.path.samefile`` does), else the resolved path. An ``s3://`` object is the same
+as another only when their URIs are equal (as strings: a URL is never resolved on the local file
+system), and is never a local file. A results store is a folder of part files: it must not be
+an input or an output, nor hold an input (compaction deletes parts).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.config import MaterializeConfig, results_store_scheme
 from saliency_assets.core.errors import ConfigError
 from saliency_assets.core.results_store import default_store_dir
@@ -38,12 +41,14 @@ def reject_overwrites(
     for label, path in outputs:
         identity = file_identity(path)
         if identity in written:
-            raise ConfigError(f"{written[identity][0]} and {label} are the same file {path}")
+            raise ConfigError(
+                f"{written[identity][0]} and {label} are the same file {_shown(path)}"
+            )
         if identity in read:
             input_label, input_path = read[identity]
             raise ConfigError(
-                f"{label} {path} is the same file as {input_label} {input_path}; writing it "
-                "would destroy the input"
+                f"{label} {_shown(path)} is the same file as {input_label} {_shown(input_path)}; "
+                "writing it would destroy the input"
             )
         written[identity] = (label, path)
     for label, store in stores:
@@ -52,6 +57,9 @@ def reject_overwrites(
 
 def file_identity(path: Path) -> Hashable:
     """Equal for two paths exactly when they name the same file, through any link."""
+    uri = filesystems.object_uri(path)
+    if uri is not None:
+        return ("object", uri)
     try:
         status = os.stat(path)
     except OSError:  # not there (yet): only its resolved path can be compared
@@ -91,10 +99,17 @@ def _reject_store_clash(
     if same or inside:
         other_label, other = [*same, *inside][0]
         raise ConfigError(
-            f"{label} {store} is or holds {other_label} {other}; a results store needs a "
+            f"{label} {store} is or holds {other_label} {_shown(other)}; a results store needs a "
             "folder of its own"
         )
 
 
+def _shown(path: Path | str) -> str:
+    return filesystems.display(path)  # an object as its s3:// URI, not Path's "s3:/"
+
+
 def _inside(path: Path, folder: Path) -> bool:
+    if filesystems.is_object(path) or filesystems.is_object(folder):
+        uri, prefix = filesystems.object_uri(path), filesystems.object_uri(folder)
+        return uri is not None and prefix is not None and uri.startswith(prefix.rstrip("/") + "/")
     return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.model import ModelChoice, sha256_file
 
 PROVENANCE_SCHEMA = "ai-run-provenance-v1"
@@ -23,6 +24,8 @@ def describe_path(path: Path | str | None) -> dict[str, Any] | None:
     """``{path, exists, kind, sha256?}``; files are hashed in full."""
     if path is None:
         return None
+    if filesystems.is_object(path):
+        return _describe_object(path)
     path = Path(path)
     description: dict[str, Any] = {"path": _display_path(path)}
     if path.is_file():
@@ -32,6 +35,15 @@ def describe_path(path: Path | str | None) -> dict[str, Any] | None:
     else:
         description.update(exists=False, kind="missing")
     return description
+
+
+def _describe_object(path: Path | str) -> dict[str, Any]:
+    """The same description for an ``s3://`` object; hashed as it streams in."""
+    uri = filesystems.object_uri(path)
+    kind = filesystems.stat(uri).kind
+    if kind != "file":
+        return {"path": uri, "exists": kind == "directory", "kind": kind}
+    return {"path": uri, "exists": True, "kind": "file", "sha256": sha256_file(uri)}
 
 
 def build_run_provenance(

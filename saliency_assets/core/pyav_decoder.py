@@ -15,9 +15,12 @@ import av
 from .conversion import FrameConverter
 from .decoded import Deadline, DecodedFrame, FrameSink, ReadResult
 from .errors import DecodeError
+from .filesystems import display, is_object, open_input
 from .hdr import HDR_TONEMAP
 
 LOCAL_ONLY = {"protocol_whitelist": "file"}
+# Objects are read through our own reader; nothing they name may be opened (no protocol).
+NO_PROTOCOLS = {"protocol_whitelist": "none"}
 PLAYLIST_FORMATS = {"hls", "dash", "concat", "ffconcat"}
 DECODER_NAME = "pyav"
 
@@ -51,13 +54,19 @@ def _pyav_stream_score(stream: av.video.VideoStream) -> int:
 
 
 def open_local(path: Path) -> av.container.InputContainer:
-    """Open ``path`` as a local media file with at least one video stream (not cover art)."""
+    """Open ``path`` as a local media file (or an ``s3://`` object, read by range) with at least
+    one video stream (not cover art)."""
     try:
-        container = av.open(f"file:{path.absolute()}", container_options=LOCAL_ONLY)
+        if is_object(path):
+            container = av.open(open_input(path), container_options=NO_PROTOCOLS)
+        else:
+            container = av.open(f"file:{path.absolute()}", container_options=LOCAL_ONLY)
     except FileNotFoundError as exc:
-        raise DecodeError(f"{path}: file not found") from exc
+        raise DecodeError(f"{display(path)}: file not found") from exc
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"{path}: not a readable media file ({describe_error(exc)})") from exc
+        raise DecodeError(
+            f"{display(path)}: not a readable media file ({describe_error(exc)})"
+        ) from exc
     format_name = container.format.name
     if PLAYLIST_FORMATS & set(format_name.split(",")):
         container.close()

@@ -15,6 +15,7 @@ from .clips import RAW_PIX_FMTS, ClipSource
 from .conversion import FrameConverter, frame_from_planes
 from .decoded import Deadline, FrameSink, ReadResult
 from .errors import DecodeError
+from .filesystems import open_input, stat
 
 DECODER_NAME = "rawvideo"
 # How much of the first frame is read to check the declared bit depth is plausible.
@@ -79,11 +80,12 @@ class RawReader:
 
     def _check_size(self) -> int:
         try:
-            size = self.path.stat().st_size
-        except FileNotFoundError as exc:
-            raise DecodeError(f"{self.path}: file not found") from exc
+            found = stat(self.path)
         except OSError as exc:
-            raise DecodeError(f"{self.path}: cannot be read ({exc.strerror})") from exc
+            raise DecodeError(f"{self.path}: cannot be read ({exc.strerror or exc})") from exc
+        if found.kind == "missing":
+            raise DecodeError(f"{self.path}: file not found")
+        size = found.size
         declared = f"{self.width}x{self.height} {self.pix_fmt}"
         if size == 0:
             raise DecodeError(f"{self.path}: raw file is empty (0 bytes)")
@@ -104,7 +106,7 @@ class RawReader:
         """Refuse data that cannot be (or plainly is not) in the declared format, rather than
         compute saliency of garbage: 10-bit words never exceed 1023, and 10-bit little-endian
         data read as 8-bit shows up as every second byte being 0-3."""
-        with self.path.open("rb") as handle:
+        with open_input(self.path) as handle:
             head = handle.read(min(self.frame_bytes, DEPTH_CHECK_BYTES) // 2 * 2)
         if _sample_bytes(self.pix_fmt) == 2:
             largest = int(np.frombuffer(head, "<u2").max(initial=0))
@@ -139,7 +141,7 @@ class RawReader:
         to ``sink`` as it is read."""
         converter = FrameConverter(self.inference_size, self.threads)
         result = ReadResult(sink, self.deadline)
-        with self.path.open("rb") as handle:
+        with open_input(self.path) as handle:
             for index in sorted(i for i in set(indices) if i < self.length):
                 self.deadline.check()
                 result.deliver(converter.convert(self._frame_at(handle, index), index))

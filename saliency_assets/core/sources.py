@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.clips import RAW_PIX_FMTS, RAW_SUFFIXES, ClipSource
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.statuses import MISSING_GEOMETRY, MISSING_SOURCE
@@ -102,6 +103,10 @@ def _raw_clip(
 
 
 def _joined(path: Path, root: Path | None) -> Path:
+    if filesystems.is_object(path):
+        return Path(filesystems.object_uri(path))
+    if filesystems.is_object(root):
+        return Path(filesystems.join(root, str(path)))
     if not path.is_absolute() and root is not None:
         path = root / path
     # Normalised so that "a/../x.mp4" and "x.mp4" are one clip (the reference kept both).
@@ -125,6 +130,8 @@ def _confined(path: Path, config: MaterializeConfig) -> Path | Unresolved:
     out of the root."""
     if not config.confine_to_root or config.root is None:
         return path
+    if filesystems.is_object(path) or filesystems.is_object(config.root):
+        return _confined_object(path, config)
     root = Path(os.path.realpath(config.root))
     real = Path(os.path.realpath(path))
     if real == root or root in real.parents:
@@ -134,7 +141,22 @@ def _confined(path: Path, config: MaterializeConfig) -> Path | Unresolved:
     )
 
 
+def _confined_object(path: Path, config: MaterializeConfig) -> Path | Unresolved:
+    """Objects have no links: an object is inside an ``s3://`` root when its URI is under the
+    root's (compared as strings, never resolved as local paths)."""
+    uri, root = filesystems.object_uri(path), filesystems.object_uri(config.root)
+    if uri is not None and root is not None and uri.startswith(root.rstrip("/") + "/"):
+        return path
+    where = filesystems.display(path)
+    return Unresolved(
+        MISSING_SOURCE,
+        f"{where} is outside root {filesystems.display(config.root)} (confine_to_root is set)",
+    )
+
+
 def _checked_file(path: Path) -> Path | Unresolved:
+    if filesystems.is_object(path):
+        return _checked_object(path)
     try:
         mode = path.stat().st_mode
     except OSError as error:
@@ -146,6 +168,19 @@ def _checked_file(path: Path) -> Path | Unresolved:
         return Unresolved(MISSING_SOURCE, f"{path} is not a regular file")
     if not os.access(path, os.R_OK):
         return Unresolved(MISSING_SOURCE, f"{path} is not readable (permission denied)")
+    return path
+
+
+def _checked_object(path: Path) -> Path | Unresolved:
+    uri = filesystems.object_uri(path)
+    try:
+        kind = filesystems.stat(path).kind
+    except OSError as error:
+        return Unresolved(MISSING_SOURCE, f"{uri}: cannot be read ({error})")
+    if kind == "missing":
+        return Unresolved(MISSING_SOURCE, f"{uri}: no such object")
+    if kind != "file":
+        return Unresolved(MISSING_SOURCE, f"{uri} is a prefix (a folder), not a video file")
     return path
 
 

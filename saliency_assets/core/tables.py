@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.atomic import atomic_write
 
 TABLE_SUFFIXES = (".jsonl", ".parquet")
@@ -70,8 +71,10 @@ def read_table(path: Path, row_columns: Collection[str] | None = None) -> Table:
     """
     path = Path(path)
     kind = table_format(path)
-    if not path.is_file():
-        raise TableError(f"{path}: input table does not exist or is not a file")
+    if not filesystems.is_file(path):
+        raise TableError(
+            f"{filesystems.display(path)}: input table does not exist or is not a file"
+        )
     return _read_jsonl(path) if kind == "jsonl" else _read_parquet(path, row_columns)
 
 
@@ -121,7 +124,7 @@ def object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _read_jsonl(path: Path) -> Table:
     rows = []
     budget = MemoryBudget(path)
-    with path.open("rb") as handle:
+    with filesystems.open_input(path) as handle:
         for line_number, line in _jsonl_lines(path, handle):
             text = line.strip()
             if text:
@@ -207,8 +210,11 @@ def parse_json_object(text: str, where: str, error_type: type[Exception]) -> dic
 
 def _read_parquet(path: Path, row_columns: Collection[str] | None) -> Table:
     try:
-        _check_parquet_footer(path, pq.read_metadata(path))
-        arrow_table = pq.read_table(path)
+        if filesystems.is_object(path):
+            with filesystems.open_input(path) as handle:
+                arrow_table = _read_checked_parquet(path, handle)
+        else:
+            arrow_table = _read_checked_parquet(path, path)
         names = arrow_table.column_names
         in_rows = names if row_columns is None else [name for name in names if name in row_columns]
         kept = None if row_columns is None else arrow_table.drop_columns(in_rows)
@@ -223,6 +229,12 @@ def _read_parquet(path: Path, row_columns: Collection[str] | None) -> Table:
         raise TableError(f"{path}: cannot read Parquet ({cause})") from None
     except MemoryError:
         raise TableError(f"{path}: the table does not fit in memory") from None
+
+
+def _read_checked_parquet(path: Path, source: Path | BinaryIO) -> pa.Table:
+    """``source``'s table once its footer passed the checks (local files read by pyarrow)."""
+    _check_parquet_footer(path, pq.read_metadata(source))
+    return pq.read_table(source)
 
 
 def _rows_of(arrow_table: pa.Table, num_rows: int) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.engine import unique_clips
 from saliency_assets.core.model import sha256_file
@@ -146,10 +147,11 @@ def _clip_sensor(table: CorpusTable, partitions, refresh_job, clips_job):
 def clip_sensor_tick(table: CorpusTable, partitions, context, refresh_job: str, clips_job: str):
     """One tick: sync partitions if the table's bytes changed, then probe a slice of clips."""
     cursor = SensorCursor.parse(context.cursor)
-    if not table.spec.input.is_file():
-        return dg.SkipReason(f"input table {table.spec.input} does not exist on this machine")
-    stat = table.spec.input.stat()
-    table_stat = f"{stat.st_size}-{stat.st_mtime_ns}"
+    if not filesystems.is_file(table.spec.input):
+        where = filesystems.display(table.spec.input)
+        return dg.SkipReason(f"input table {where} does not exist on this machine")
+    found = filesystems.stat(table.spec.input)
+    table_stat = f"{found.size}-{found.mtime_ns}"
     index = TableStorage.for_table(table, context.instance).clip_index
     result = TickResult()
     if table_stat != cursor.table_stat:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.config import MaterializeConfig, results_store_scheme
 from saliency_assets.core.engine import compute_clips, unique_clips
 from saliency_assets.core.model import sha256_file
@@ -35,7 +36,7 @@ from saliency_assets.defs.partitions import (
     sync_partitions,
     write_clip_index,
 )
-from saliency_assets.defs.resources import FFmpegDecoder, SaliencyModelResource
+from saliency_assets.defs.resources import FFmpegDecoder, RayCluster, SaliencyModelResource
 from saliency_assets.defs.storage import TableStorage
 
 MODEL_POOL = "saliency_model"
@@ -77,10 +78,10 @@ class TableKeys:
 
 
 def effective_config(
-    table: CorpusTable, decoder: FFmpegDecoder, model: SaliencyModelResource
+    table: CorpusTable, decoder: FFmpegDecoder, model: SaliencyModelResource, ray: RayCluster
 ) -> MaterializeConfig:
-    """The manifest config with the run's decoder and model overrides applied."""
-    return model.apply(decoder.apply(table.spec.config))
+    """The manifest config with the run's decoder, model and cluster overrides applied."""
+    return ray.apply(model.apply(decoder.apply(table.spec.config)))
 
 
 def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.AssetsDefinition:
@@ -150,10 +151,13 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
     )
 
     def clip_saliency(
-        context: dg.AssetExecutionContext, decoder: FFmpegDecoder, model: SaliencyModelResource
+        context: dg.AssetExecutionContext,
+        decoder: FFmpegDecoder,
+        model: SaliencyModelResource,
+        ray: RayCluster,
     ):
         yield from compute_clip_batch(
-            table, context, effective_config(table, decoder, model), model
+            table, context, effective_config(table, decoder, model, ray), model
         )
 
     # backfill_policy= is a BetaWarning in 1.13; the multi-run policy is what we want.
@@ -259,9 +263,12 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         tags=_availability_tags(table),
     )
     def enriched_table(
-        context: dg.AssetExecutionContext, decoder: FFmpegDecoder, model: SaliencyModelResource
+        context: dg.AssetExecutionContext,
+        decoder: FFmpegDecoder,
+        model: SaliencyModelResource,
+        ray: RayCluster,
     ) -> dg.MaterializeResult:
-        config = effective_config(table, decoder, model)
+        config = effective_config(table, decoder, model, ray)
         chosen = model.choice(config)
         storage = TableStorage.for_table(table, context.instance)
         store = _results_store(config, storage)
@@ -295,19 +302,20 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
 def _unavailable_note(table: CorpusTable) -> str:
     """Said first on every asset of a table whose input is not on this machine (checked when
     the code location loads), so "0 partitions" never reads as a healthy empty corpus."""
-    if table.spec.input.is_file():
+    if filesystems.is_file(table.spec.input):
         return ""
     return f"**Unavailable on this machine**: the input table {table.spec.input} does not exist. "
 
 
 def _availability_tags(table: CorpusTable) -> dict[str, str]:
-    return {"availability": "available" if table.spec.input.is_file() else "unavailable"}
+    return {"availability": "available" if filesystems.is_file(table.spec.input) else "unavailable"}
 
 
 def _existing(path: Path, what: str) -> Path:
-    if not Path(path).is_file():
+    """``path`` when the file (or ``s3://`` object) is there, else a failure saying so."""
+    if not filesystems.is_file(path):
         raise dg.Failure(
-            description=f"{what} {path} does not exist on this machine; check the manifest's "
-            "input/root paths or mount the corpus",
+            description=f"{what} {filesystems.display(path)} does not exist on this machine; "
+            "check the manifest's input/root paths or mount the corpus",
         )
     return Path(path)

@@ -21,6 +21,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saliency_assets.core import filesystems
 from saliency_assets.core.clips import ClipSource
 from saliency_assets.core.tables import atomic_write
 from saliency_assets.defs.corpora import CorpusTable
@@ -90,10 +91,10 @@ def index_clips(table: CorpusTable, clips: dict[str, ClipSource]) -> list[Indexe
 def file_stat(source: ClipSource) -> str:
     """Size and modification time, or ``missing``: changes whenever the file is rewritten."""
     try:
-        stat = source.path.stat()
+        found = filesystems.stat(source.path)  # also for s3:// clips
     except OSError:
         return "missing"
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+    return "missing" if found.kind == "missing" else f"{found.size}-{found.mtime_ns}"
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
-"""The FFmpeg decoder and the ONNX saliency model as Dagster resources: one of each.
+"""The FFmpeg decoder, the ONNX saliency model and the Ray cluster as Dagster resources: one
+of each.
 
-Each table's manifest says how its clips are decoded and which model runs. The two resources
+Each table's manifest says how its clips are decoded, which model runs and where. The resources
 hold run-time overrides for every table (launchpad, run config): a field left unset keeps the
 manifest's value. The model is chosen and validated once per process and per model setting;
-clip computation itself runs in the core's worker processes, each holding its own session.
+clip computation itself runs in the core's worker processes (or Ray tasks), each holding its
+own session.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +20,12 @@ from pydantic import PrivateAttr
 from saliency_assets.core.config import MaterializeConfig, validate_config
 from saliency_assets.core.engine import prepare_model
 from saliency_assets.core.model import ModelChoice
+from saliency_assets.core.ray_runner import check_ray_installed
 
 DECODER_KEY = "decoder"
 MODEL_KEY = "model"
+RAY_KEY = "ray"
+RAY_ADDRESS_ENV = "SALIENCY_ASSETS_RAY_ADDRESS"
 
 
 class FFmpegDecoder(dg.ConfigurableResource):
@@ -73,8 +79,22 @@ class SaliencyModelResource(dg.ConfigurableResource):
         return self._choices[cache_key]
 
 
+class RayCluster(dg.ConfigurableResource):
+    """Where clips are computed: local worker processes, or a Ray cluster (unset: the
+    manifest's ``ray_address``, else ``$SALIENCY_ASSETS_RAY_ADDRESS`` on the run worker, so a
+    deployment can point every table at one cluster without editing manifests)."""
+
+    address: str | None = None
+
+    def apply(self, config: MaterializeConfig) -> MaterializeConfig:
+        address = self.address or config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+        if address:
+            check_ray_installed()
+        return replace(config, ray_address=address)
+
+
 def shared_resources() -> dict[str, dg.ConfigurableResource]:
-    return {DECODER_KEY: FFmpegDecoder(), MODEL_KEY: SaliencyModelResource()}
+    return {DECODER_KEY: FFmpegDecoder(), MODEL_KEY: SaliencyModelResource(), RAY_KEY: RayCluster()}
 
 
 def _override(config: MaterializeConfig, **values) -> MaterializeConfig:
