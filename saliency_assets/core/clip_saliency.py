@@ -12,6 +12,7 @@ from saliency_assets.core.clips import ClipSource, SamplingPlan
 from saliency_assets.core.config import MaterializeConfig
 from saliency_assets.core.decoding import DecodedClip, DecodedFrame, FrameSink, decode_clip
 from saliency_assets.core.errors import DecodeError, GeometryError
+from saliency_assets.core.filesystems import aws_environment
 from saliency_assets.core.model import SaliencyModel
 from saliency_assets.core.preprocessing import (
     IMAGENET_MEAN,
@@ -60,6 +61,9 @@ class ClipJob:
     ffprobe_bin: str | None = None
     decode_timeout: float | None = None
     clip_timeout: float | None = None  # the whole clip, decoding and inference; None: no limit
+    # The run's object-store settings (AWS_* variables): a worker forked from a long-lived
+    # forkserver has the environment of the forkserver's start, not of this run.
+    object_store_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_config(cls, config: MaterializeConfig, model_path: Path) -> ClipJob:
@@ -73,6 +77,7 @@ class ClipJob:
             ffprobe_bin=config.ffprobe_bin,
             decode_timeout=config.decode_timeout,
             clip_timeout=clip_timeout_for(config.decode_timeout),
+            object_store_env=tuple(sorted(aws_environment().items())),
         )
 
 

@@ -297,6 +297,7 @@ def _children(pid: int) -> list[int]:
 
 def _worker_main(connection: Connection, job: ClipJob, threads: ctypes.c_int) -> None:
     _tie_to_parent()
+    os.environ.update(dict(job.object_store_env))
     model = SaliencyModel(job.model_path, job.providers, threads_wanted=lambda: threads.value)
     try:
         _serve(connection, job, model)
