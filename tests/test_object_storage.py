@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import blake3
 import pytest
 from conftest import run_cli
 from support.clips import make_clip, make_raw_yuv
@@ -223,14 +224,14 @@ def test_confine_to_root_keeps_objects_under_an_s3_root_as_objects(s3_bucket):
 
 
 def test_an_object_clip_has_the_fingerprint_of_the_same_bytes_on_disk(s3_bucket, local_corpus):
-    """The results store's key: the whole content's SHA-256, wherever the bytes are kept."""
+    """The results store's key: the whole content's BLAKE3, wherever the bytes are kept."""
     clip = local_corpus / "clips" / "a.mp4"
     put(f"s3://{s3_bucket}/a.mp4", clip.read_bytes())
 
     on_s3 = source_fingerprint(ClipSource(f"s3://{s3_bucket}/a.mp4"))
 
     assert on_s3 == source_fingerprint(ClipSource(clip))
-    assert on_s3 == "sha256:" + hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert on_s3 == "blake3:" + blake3.blake3(clip.read_bytes()).hexdigest()
 
 
 def test_dagster_assets_read_and_write_s3_tables(
