@@ -95,9 +95,9 @@ def backfill(defs: dg.Definitions, instance, per_run: int) -> dict:
 
 def _precompute(work: Path) -> float:
     """Every clip into the table's results store once, through the core (no Dagster)."""
-    from saliency_assets.core.engine import compute_clips, prepare_model, unique_clips
-    from saliency_assets.core.results_store import ResultStore
-    from saliency_assets.core.tables import read_table
+    from saliency_assets.core.run.engine import compute_clips, prepare_model, unique_clips
+    from saliency_assets.core.run.results_store import ResultStore
+    from saliency_assets.core.tables.table_files import read_table
     from saliency_assets.defs.corpora import load_corpus_tables
 
     (table,) = load_corpus_tables()

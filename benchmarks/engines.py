@@ -104,7 +104,7 @@ def measure_one(args) -> int:
     """In the child: build the model, warm up, time the calls, save the map."""
     import numpy as np
 
-    from saliency_assets.core.model import SaliencyModel
+    from saliency_assets.core.model.saliency_model import SaliencyModel
 
     engine, threads, map_path = args.one
     width, height = (int(part) for part in args.geometry.split("x"))

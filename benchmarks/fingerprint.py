@@ -42,17 +42,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, shared_model  # noqa: E402
 
-from saliency_assets.core.clip_saliency import ClipJob, compute_clip  # noqa: E402
-from saliency_assets.core.clips import ClipSource  # noqa: E402
-from saliency_assets.core.config import MaterializeConfig  # noqa: E402
-from saliency_assets.core.engine import compute_clips, prepare_model  # noqa: E402
-from saliency_assets.core.fingerprints import (  # noqa: E402
+from saliency_assets.core.contract.config import MaterializeConfig  # noqa: E402
+from saliency_assets.core.decode.clips import ClipSource  # noqa: E402
+from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip  # noqa: E402
+from saliency_assets.core.model.saliency_model import SaliencyModel  # noqa: E402
+from saliency_assets.core.run.engine import compute_clips, prepare_model  # noqa: E402
+from saliency_assets.core.run.fingerprints import (  # noqa: E402
     MEMO_ENV,
     SETTLED_AFTER_NS,
     FingerprintMemo,  # noqa: E402
 )
-from saliency_assets.core.model import SaliencyModel  # noqa: E402
-from saliency_assets.core.results_store import (  # noqa: E402
+from saliency_assets.core.run.results_store import (  # noqa: E402
     ResultStore,
     result_keys,
     source_fingerprint,

@@ -31,9 +31,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from saliency_assets.core.conversion import inference_geometry
-from saliency_assets.core.model import SaliencyModel
-from saliency_assets.core.preprocessing import PAD_MULTIPLE
+from saliency_assets.core.decode.conversion import inference_geometry
+from saliency_assets.core.model.preprocessing import PAD_MULTIPLE
+from saliency_assets.core.model.saliency_model import SaliencyModel
 
 
 def main(argv: list[str] | None = None) -> int:

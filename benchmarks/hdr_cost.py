@@ -36,16 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import RESULTS_DIR, machine_facts, print_table, shared_model, write_json  # noqa: E402
 from support.hdr_clips import make_hdr_rendition, make_scene_clip  # noqa: E402
 
-from saliency_assets.core import hdr as hdr_module  # noqa: E402
-from saliency_assets.core.clip_saliency import ClipJob, compute_clip  # noqa: E402
-from saliency_assets.core.clips import ClipSource, SamplingPlan  # noqa: E402
-from saliency_assets.core.conversion import (  # noqa: E402
+from saliency_assets.core.decode import hdr as hdr_module  # noqa: E402
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan  # noqa: E402
+from saliency_assets.core.decode.conversion import (  # noqa: E402
     ColourTags,
     FrameConverter,
     tonemap_filters,
 )
-from saliency_assets.core.hdr import HdrFormat  # noqa: E402
-from saliency_assets.core.model import SaliencyModel  # noqa: E402
+from saliency_assets.core.decode.hdr import HdrFormat  # noqa: E402
+from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip  # noqa: E402
+from saliency_assets.core.model.saliency_model import SaliencyModel  # noqa: E402
 
 MODES = {"native": None, "288": 288}
 RENDITIONS = ("sdr", "pq", "hlg")

@@ -24,10 +24,10 @@ import av
 import numpy as np
 from common import ffmpeg_binary, machine_facts, print_table, write_json
 
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.conversion import inference_geometry
-from saliency_assets.core.decoding import decode_clip
-from saliency_assets.core.sampling import sample_indices
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.conversion import inference_geometry
+from saliency_assets.core.decode.decoding import decode_clip
+from saliency_assets.core.decode.sampling import sample_indices
 
 REPEATS = 3
 FRAME_SAMPLES = 8

@@ -26,7 +26,7 @@ from corpus import DEFAULT_OUT, load_corpus  # noqa: E402
 
 # Stage -> a function name that marks it in a stack; the first match from the leaf wins.
 STAGES = (
-    ("onnxruntime session.run", "_run (saliency_assets/core/model.py"),
+    ("onnxruntime session.run", "_run (saliency_assets/core/model/saliency_model.py"),
     ("yuv -> model input", "yuv420p_window_input"),
     ("yuv -> model input", "model_input"),
     ("yuv -> model input", "yuv420p_to_rgb"),
@@ -36,7 +36,7 @@ STAGES = (
     ("temporal reduction + stats", "map_statistics"),
     ("decode (PyAV + filters)", "decode_clip"),
     ("model load", "SaliencyModel.__init__"),
-    ("model load", "__init__ (saliency_assets/core/model.py"),
+    ("model load", "__init__ (saliency_assets/core/model/saliency_model.py"),
 )
 
 
@@ -72,11 +72,11 @@ def profile(args: argparse.Namespace) -> int:
 
 
 def run_clips(args: argparse.Namespace) -> int:
-    from saliency_assets.core.clip_saliency import ClipJob, compute_clip
-    from saliency_assets.core.clips import ClipSource
-    from saliency_assets.core.config import MaterializeConfig
-    from saliency_assets.core.model import SaliencyModel
-    from saliency_assets.core.sources import resolve_clip
+    from saliency_assets.core.contract.config import MaterializeConfig
+    from saliency_assets.core.decode.clips import ClipSource
+    from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip
+    from saliency_assets.core.model.saliency_model import SaliencyModel
+    from saliency_assets.core.tables.sources import resolve_clip
 
     size = None if args.mode == "native" else int(args.mode)
     model_path = shared_model(args.model)

@@ -95,10 +95,10 @@ def write_corpus(clips: int, distinct: int) -> tuple[Path, list[Path]]:
 
 def per_clip_costs(clips: list[Path], model: Path) -> dict:
     """Seconds per clip in one process, one thread: decoding alone, and decode + inference."""
-    from saliency_assets.core.clip_saliency import ClipJob, compute_clip, decode_for_job
-    from saliency_assets.core.clips import ClipSource
-    from saliency_assets.core.config import MaterializeConfig
-    from saliency_assets.core.model import SaliencyModel
+    from saliency_assets.core.contract.config import MaterializeConfig
+    from saliency_assets.core.decode.clips import ClipSource
+    from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip, decode_for_job
+    from saliency_assets.core.model.saliency_model import SaliencyModel
 
     config = MaterializeConfig(inference_size=288, max_frames=FRAMES, frame_samples=FRAMES)
     job, session = ClipJob.from_config(config, model), SaliencyModel(model)

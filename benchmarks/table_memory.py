@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 _MEASURE = """
 import json, sys
 from pathlib import Path
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import prepare_model
-from saliency_assets.core.table_run import materialize_table
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.run.engine import prepare_model
+from saliency_assets.core.run.table_run import materialize_table
 
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from saliency_assets.core.clips import RAW_PIX_FMTS, SAMPLING_MODES
-from saliency_assets.core.config import (
+from saliency_assets.core.contract.config import (
     TEMPORAL_AGGREGATORS,
     MaterializeConfig,
     parse_inference_size,
 )
-from saliency_assets.core.forkserver import start_forkserver
-from saliency_assets.core.hdr import HDR_MODES
-from saliency_assets.core.logstream import failure_proof_std_streams
+from saliency_assets.core.decode.clips import RAW_PIX_FMTS, SAMPLING_MODES
+from saliency_assets.core.decode.hdr import HDR_MODES
+from saliency_assets.core.run.forkserver import start_forkserver
+from saliency_assets.core.run.logstream import failure_proof_std_streams
 from saliency_assets.interrupts import Interrupted, stop_signals_raise
 
 PROG = "saliency-assets"

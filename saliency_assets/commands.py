@@ -10,22 +10,22 @@ import argparse
 import sys
 from typing import Any
 
-from saliency_assets.core.batch import prepare_models, run_batch, summary_line
-from saliency_assets.core.config import CONFIG_FIELDS, MaterializeConfig, validate_config
-from saliency_assets.core.engine import prepare_model
-from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.manifests import load_manifest, reject_manifest_overwrites
-from saliency_assets.core.model import ModelChoice
-from saliency_assets.core.overwrites import config_inputs, config_stores, reject_overwrites
-from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
-from saliency_assets.core.reports import render_markdown
-from saliency_assets.core.table_run import (
+from saliency_assets.core.contract.config import CONFIG_FIELDS, MaterializeConfig, validate_config
+from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.contract.manifests import load_manifest, reject_manifest_overwrites
+from saliency_assets.core.contract.overwrites import config_inputs, config_stores, reject_overwrites
+from saliency_assets.core.contract.provenance import build_run_provenance, describe_path, utc_now
+from saliency_assets.core.contract.reports import render_markdown
+from saliency_assets.core.model.saliency_model import ModelChoice
+from saliency_assets.core.run.batch import prepare_models, run_batch, summary_line
+from saliency_assets.core.run.engine import prepare_model
+from saliency_assets.core.run.table_run import (
     audit_record,
     describe_outputs,
     materialize_table,
     write_audit,
 )
-from saliency_assets.core.tables import (
+from saliency_assets.core.tables.table_files import (
     TableError,
     table_format,
     write_json_atomic,

@@ -17,8 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.tables import write_text_atomic
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.tables.table_files import write_text_atomic
 
 DEMO_FRAMES = 12
 DEMO_RATE = 25
@@ -132,8 +132,8 @@ def run_demo(workdir: Path | None = None) -> int:
 
 def demo_partition_range(table: Path) -> tuple[str, str]:
     """The first and last clip partition keys of the demo table, in registration order."""
-    from saliency_assets.core.engine import unique_clips
-    from saliency_assets.core.tables import read_table
+    from saliency_assets.core.run.engine import unique_clips
+    from saliency_assets.core.tables.table_files import read_table
     from saliency_assets.defs.partitions import clip_partition_key
 
     config = MaterializeConfig(root=table.parent / "clips")

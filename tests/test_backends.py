@@ -19,10 +19,11 @@ import pytest
 from conftest import run_cli
 from support.clips import make_clip, pattern_planes
 
-from saliency_assets.core import model as model_module
-from saliency_assets.core.clip_saliency import frame_saliency
-from saliency_assets.core.decoding import DecodedFrame
-from saliency_assets.core.model import (
+from saliency_assets.core.decode.decoding import DecodedFrame
+from saliency_assets.core.model import saliency_model as model_module
+from saliency_assets.core.model.clip_saliency import frame_saliency
+from saliency_assets.core.model.reducers import map_statistics
+from saliency_assets.core.model.saliency_model import (
     AUTO,
     CPU_PROVIDER,
     OPENVINO,
@@ -30,8 +31,7 @@ from saliency_assets.core.model import (
     engine_notice,
     validate_model_file,
 )
-from saliency_assets.core.reducers import map_statistics
-from saliency_assets.core.workers import ClipWorkerPool, thread_shares
+from saliency_assets.core.run.workers import ClipWorkerPool, thread_shares
 from saliency_assets.models import DEFAULT_MODEL_PATH
 
 TOLERANCE = 1e-6
@@ -101,7 +101,7 @@ def test_auto_without_openvino_is_onnxruntime_and_says_so(monkeypatch):
 
 def test_openvino_asked_for_but_missing_falls_back_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(model_module, "openvino_installed", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model"):
+    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model.saliency_model"):
         model = SaliencyModel(DEFAULT_MODEL_PATH, (OPENVINO, CPU_PROVIDER))
     assert model.providers == (CPU_PROVIDER,)
     assert "OpenVINO is not installed" in caplog.text
@@ -199,7 +199,7 @@ def test_auto_runs_on_onnxruntime_where_openvino_cannot_compile_the_model(monkey
         raise model_module.ConfigError(f"model file {path} is not a loadable ONNX model: no")
 
     monkeypatch.setattr(model_module, "_OpenVinoRunner", refuse)
-    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model"):
+    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model.saliency_model"):
         assert SaliencyModel(DEFAULT_MODEL_PATH, (AUTO,)).providers == (CPU_PROVIDER,)
     assert "OpenVINO cannot run this model" in caplog.text
     with pytest.raises(model_module.ConfigError):  # asked for by name: no quiet substitute

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import materialize_rows, prepare_model
-from saliency_assets.core.table_run import materialize_table
-from saliency_assets.core.tables import Table, read_table, write_table
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.run.engine import materialize_rows, prepare_model
+from saliency_assets.core.run.table_run import materialize_table
+from saliency_assets.core.tables.table_files import Table, read_table, write_table
 
 
 def mixed_table(clip_dir) -> pa.Table:

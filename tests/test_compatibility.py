@@ -11,9 +11,9 @@ import pytest
 from support.clips import ffmpeg_exe, make_clip, make_raw_yuv
 from support.reference_pipeline import reference_compute_clip
 
-from saliency_assets.core.clip_saliency import ClipJob, compute_clip
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.model import SaliencyModel
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip
+from saliency_assets.core.model.saliency_model import SaliencyModel
 
 TOLERANCE = 1e-6
 AGGREGATORS = ("mean", "ema", "max", "motion-weighted")

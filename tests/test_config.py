@@ -2,13 +2,13 @@
 
 import pytest
 
-from saliency_assets.core.config import (
+from saliency_assets.core.contract.config import (
     MaterializeConfig,
     config_from_mapping,
     parse_inference_size,
     validate_config,
 )
-from saliency_assets.core.errors import ConfigError
+from saliency_assets.core.contract.errors import ConfigError
 
 
 def test_defaults_match_the_reference():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from support.clips import make_clip
 
-from saliency_assets.core.clips import SamplingPlan
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.decoding import decode_clip
-from saliency_assets.core.sources import resolve_clip
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.decode.clips import SamplingPlan
+from saliency_assets.core.decode.decoding import decode_clip
+from saliency_assets.core.tables.sources import resolve_clip
 
 
 def test_a_link_swapped_after_the_check_still_opens_the_checked_file(tmp_path):

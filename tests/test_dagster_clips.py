@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.clips import make_clip
 
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.results_store import ResultStore
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.run.results_store import ResultStore
 from saliency_assets.defs.partitions import clip_partition_key, escape_key_part, unescape_key_part
 
 CLIPS = "saliency/t/clip_saliency"

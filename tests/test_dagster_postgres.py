@@ -213,7 +213,7 @@ def wait_for_backfill(instance, backfill_id: str, daemon: Service, timeout_s: fl
 
 
 def test_daemon_runs_a_multi_run_backfill_over_every_clip_partition(pg_home, daemon):
-    from saliency_assets.core.results_store import ResultStore
+    from saliency_assets.core.run.results_store import ResultStore
     from saliency_assets.definitions import build_definitions
 
     with dg.DagsterInstance.get() as instance:

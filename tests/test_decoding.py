@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from support.clips import ffmpeg_exe, make_clip, make_flat_rgb_clip, make_raw_yuv
 
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.decoding import decode_clip, inference_geometry
-from saliency_assets.core.sampling import sample_indices
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.decoding import decode_clip, inference_geometry
+from saliency_assets.core.decode.sampling import sample_indices
 
 # Kr, Kb of each matrix; RGB expectations are computed from them in floating point.
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}

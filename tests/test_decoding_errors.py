@@ -19,10 +19,10 @@ from support.clips import (
     write_garbage,
 )
 
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.decoding import check_binary, decode_clip
-from saliency_assets.core.errors import ConfigError, DecodeError, GeometryError
-from saliency_assets.core.sampling import sample_indices
+from saliency_assets.core.contract.errors import ConfigError, DecodeError, GeometryError
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.decoding import check_binary, decode_clip
+from saliency_assets.core.decode.sampling import sample_indices
 
 PLAN = SamplingPlan()
 

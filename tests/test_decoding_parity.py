@@ -23,8 +23,8 @@ from support.clips import (
     tag_rotation_with_binary,
 )
 
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.decoding import DecodedClip, decode_clip
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.decoding import DecodedClip, decode_clip
 
 ALL_FRAMES = SamplingPlan(max_frames=8, frame_samples=8)
 

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import materialize_rows
-from saliency_assets.core.model import choose_model
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.model.saliency_model import choose_model
+from saliency_assets.core.run.engine import materialize_rows
 
 
 class CountingRunner:

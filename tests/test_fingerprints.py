@@ -15,8 +15,8 @@ import pytest
 from support.clips import make_clip, make_raw_yuv, raw_frame_bytes
 from test_store_faults import RAW_NAME, materialize, write_table
 
-from saliency_assets.core import fingerprints
-from saliency_assets.core.fingerprints import FingerprintMemo
+from saliency_assets.core.run import fingerprints
+from saliency_assets.core.run.fingerprints import FingerprintMemo
 
 
 def wait_until_settled(*paths: Path) -> None:

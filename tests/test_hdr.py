@@ -17,14 +17,13 @@ from conftest import run_cli
 from support.clips import ffmpeg_exe, make_clip
 from support.hdr_clips import make_hdr_rendition, make_scene_clip
 
-from saliency_assets.core import hdr as hdr_module
-from saliency_assets.core.clip_saliency import ClipJob, compute_clip
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.config import MaterializeConfig, config_from_mapping
-from saliency_assets.core.conversion import hdr_format_of_frame
-from saliency_assets.core.decoding import decode_clip
-from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.hdr import (
+from saliency_assets.core.contract.config import MaterializeConfig, config_from_mapping
+from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.decode import hdr as hdr_module
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.conversion import hdr_format_of_frame
+from saliency_assets.core.decode.decoding import decode_clip
+from saliency_assets.core.decode.hdr import (
     REFERENCE_WHITE_NITS,
     HdrFormat,
     eetf,
@@ -35,8 +34,9 @@ from saliency_assets.core.hdr import (
     pq_to_nits,
     sdr_from_hdr,
 )
-from saliency_assets.core.model import DEFAULT_MODEL_PATH, SaliencyModel
-from saliency_assets.core.results_store import settings_digest
+from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip
+from saliency_assets.core.model.saliency_model import DEFAULT_MODEL_PATH, SaliencyModel
+from saliency_assets.core.run.results_store import settings_digest
 
 TOLERANCE = 0.05
 MODES = {"native": None, "inference-96": 96}

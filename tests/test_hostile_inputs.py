@@ -42,7 +42,7 @@ from support.clips import (
     write_garbage,
 )
 
-from saliency_assets.core.tables import MAX_LINE_BYTES, MAX_TABLE_GIB_ENV
+from saliency_assets.core.tables.table_files import MAX_LINE_BYTES, MAX_TABLE_GIB_ENV
 
 DECODE_TIMEOUT = "20"
 # Far below the address-space cap: a case that gets near the cap fails here, not as a status.

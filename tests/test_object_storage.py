@@ -12,16 +12,16 @@ import pytest
 from conftest import run_cli
 from support.clips import make_clip, make_raw_yuv
 
-from saliency_assets.core import filesystems
-from saliency_assets.core.clip_saliency import ClipJob, compute_clip
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import prepare_model
-from saliency_assets.core.model import SaliencyModel
-from saliency_assets.core.results_store import source_fingerprint
-from saliency_assets.core.sources import Unresolved, locate_source
-from saliency_assets.core.statuses import MISSING_SOURCE, OK
-from saliency_assets.core.tables import Table, TableError, read_table, write_table
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.contract.statuses import MISSING_SOURCE, OK
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip
+from saliency_assets.core.model.saliency_model import SaliencyModel
+from saliency_assets.core.run.engine import prepare_model
+from saliency_assets.core.run.results_store import source_fingerprint
+from saliency_assets.core.tables import filesystems
+from saliency_assets.core.tables.sources import Unresolved, locate_source
+from saliency_assets.core.tables.table_files import Table, TableError, read_table, write_table
 
 TOLERANCE = 1e-6
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.model import choose_model
-from saliency_assets.core.overwrites import reject_overwrites
+from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.contract.overwrites import reject_overwrites
+from saliency_assets.core.model.saliency_model import choose_model
 
 TRACEBACK = "Traceback (most recent call last)"
 

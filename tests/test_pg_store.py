@@ -30,14 +30,14 @@ from support.clips import make_clip
 from test_dagster_postgres import _connect, _server
 from test_engine import CountingRunner
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import compute_clips
-from saliency_assets.core.manifests import load_manifest
-from saliency_assets.core.model import choose_model
-from saliency_assets.core.pg_store import META_TABLE, RESULTS_TABLE, open_store
-from saliency_assets.core.results_store import ResultKey, result_keys
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.contract.manifests import load_manifest
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.model.saliency_model import choose_model
+from saliency_assets.core.run.engine import compute_clips
+from saliency_assets.core.run.pg_store import META_TABLE, RESULTS_TABLE, open_store
+from saliency_assets.core.run.results_store import ResultKey, result_keys
 
 CLIPS = 8
 OK = ClipResult("ok", 0.5, 0.125, None, 3, 64, 48)

@@ -11,9 +11,9 @@ import pytest
 from conftest import run_cli
 from support.clips import pattern_planes
 
-from saliency_assets.core.clip_saliency import frame_saliency
-from saliency_assets.core.decoding import DecodedFrame
-from saliency_assets.core.model import CPU_PROVIDER, SaliencyModel
+from saliency_assets.core.decode.decoding import DecodedFrame
+from saliency_assets.core.model.clip_saliency import frame_saliency
+from saliency_assets.core.model.saliency_model import CPU_PROVIDER, SaliencyModel
 
 CUDA_THEN_CPU = ("CUDAExecutionProvider", CPU_PROVIDER)
 FALLBACK_LINE = (
@@ -34,7 +34,7 @@ def student_v1(shared_models_dir):
 
 
 def test_asking_for_cuda_runs_on_cpu_and_logs_the_fallback(student_v1, caplog):
-    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model"):
+    with caplog.at_level(logging.WARNING, logger="saliency_assets.core.model.saliency_model"):
         model = SaliencyModel(student_v1, CUDA_THEN_CPU)
 
     assert model.providers == (CPU_PROVIDER,)

@@ -14,8 +14,8 @@ from dagster_support import (
     write_manifest,
 )
 
-from saliency_assets.core import ray_runner
-from saliency_assets.core.config import MaterializeConfig
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.run import ray_runner
 from saliency_assets.defs import resources
 from saliency_assets.defs.resources import RAY_ADDRESS_ENV, RAY_KEY, RayCluster
 

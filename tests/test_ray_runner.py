@@ -12,13 +12,13 @@ import pytest
 from conftest import run_cli
 from support.clips import make_clip
 
-from saliency_assets.core import filesystems
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import compute_clips, materialize_rows, prepare_model
-from saliency_assets.core.ray_runner import RayRunner
-from saliency_assets.core.results_store import ResultStore, is_transient
-from saliency_assets.core.statuses import DECODE_FAILED, OK
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.contract.statuses import DECODE_FAILED, OK
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.run.engine import compute_clips, materialize_rows, prepare_model
+from saliency_assets.core.run.ray_runner import RayRunner
+from saliency_assets.core.run.results_store import ResultStore, is_transient
+from saliency_assets.core.tables import filesystems
 
 TOLERANCE = 1e-6
 
@@ -163,7 +163,7 @@ def test_cli_says_ray_is_missing_before_any_work(tmp_path, corpus):
 
 
 def _source(root, row):
-    from saliency_assets.core.sources import resolve_clip
+    from saliency_assets.core.tables.sources import resolve_clip
 
     return resolve_clip(row, MaterializeConfig(root=root))
 
@@ -175,8 +175,8 @@ def _read_jsonl(path):
 def test_gpu_actors_share_a_gpu_and_cpu_actors_ask_for_none(monkeypatch):
     from pathlib import Path
 
-    from saliency_assets.core.clip_saliency import ClipJob
-    from saliency_assets.core.ray_runner import ACTORS_PER_GPU, _actor_options
+    from saliency_assets.core.model.clip_saliency import ClipJob
+    from saliency_assets.core.run.ray_runner import ACTORS_PER_GPU, _actor_options
 
     def options(providers):
         config = MaterializeConfig(providers=providers)
@@ -222,7 +222,7 @@ def test_actors_that_cannot_load_the_model_stop_the_run_with_the_cause(ray_clust
 def test_a_decode_stuck_past_the_limit_stops_its_actor_and_the_run_goes_on(
     ray_cluster, corpus, tmp_path, monkeypatch
 ):
-    from saliency_assets.core import ray_runner
+    from saliency_assets.core.run import ray_runner
 
     root, rows = corpus
     stuck = tmp_path / "stuck.mp4"

@@ -7,11 +7,11 @@ import time
 import pyarrow.parquet as pq
 from test_engine import OK_RESULT, CountingRunner
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.engine import materialize_rows
-from saliency_assets.core.model import ModelChoice, choose_model
-from saliency_assets.core.results_store import ResultKey, ResultStore
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.model.saliency_model import ModelChoice, choose_model
+from saliency_assets.core.run.engine import materialize_rows
+from saliency_assets.core.run.results_store import ResultKey, ResultStore
 
 
 def run(rows, config, model, store):

@@ -17,7 +17,7 @@ import pytest
 from support.bounded import group_members, run_command, start_command, write_report_line
 from support.clips import make_clip
 
-from saliency_assets.core.atomic import remove_stale_temp_files, temp_file_prefix
+from saliency_assets.core.tables.atomic import remove_stale_temp_files, temp_file_prefix
 
 CLIPS = 96  # three flushes of the engine's 32-result batches
 ROWS_PER_CLIP = 2

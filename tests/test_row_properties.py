@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from support.bounded import run_command
 from support.clips import make_clip
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.model import choose_model
-from saliency_assets.core.table_run import materialize_table
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.model.saliency_model import choose_model
+from saliency_assets.core.run.table_run import materialize_table
 
 CONFIG = MaterializeConfig()
 SALIENCY_COLUMNS = {

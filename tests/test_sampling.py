@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saliency_assets.core.clips import SamplingPlan
-from saliency_assets.core.sampling import (
+from saliency_assets.core.decode.clips import SamplingPlan
+from saliency_assets.core.decode.sampling import (
     reference_indices,
     sample_indices,
     spread_indices,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dagster_support import load_defs, range_tags, run_job, write_corpus, write_manifest
 
-from saliency_assets.core.errors import ConfigError
-from saliency_assets.core.manifests import load_manifest
-from saliency_assets.core.signal_audit import audit_signal
+from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.contract.manifests import load_manifest
+from saliency_assets.core.contract.signal_audit import audit_signal
 
 
 def rows_of(means, targets=None):

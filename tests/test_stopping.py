@@ -24,10 +24,10 @@ from support.bounded import TRACEBACK, run_command
 from support.clips import ffmpeg_exe, make_clip
 from support.slow_models import write_hanging_model
 
-from saliency_assets.core.clip_saliency import ClipJob
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.model import ENGINE_NOTICE
-from saliency_assets.core.workers import ClipWorkerPool
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.model.clip_saliency import ClipJob
+from saliency_assets.core.model.saliency_model import ENGINE_NOTICE
+from saliency_assets.core.run.workers import ClipWorkerPool
 from saliency_assets.interrupts import STOP_SIGNALS, Interrupted, stop_signals_raise
 from saliency_assets.models import DEFAULT_MODEL_PATH
 

@@ -20,13 +20,13 @@ from av.sidedata.sidedata import SideDataContainer
 from av.sidedata.sidedata import Type as SideDataType
 from support.clips import ffmpeg_exe, make_clip, make_raw_yuv
 
-from saliency_assets.core.clip_saliency import DECODING, INFERRING, ClipJob, compute_clip
-from saliency_assets.core.clips import ClipSource, SamplingPlan
-from saliency_assets.core.conversion import display_rotation
-from saliency_assets.core.decoding import DecodedFrame, decode_clip
-from saliency_assets.core.errors import DecodeError
-from saliency_assets.core.statuses import MODEL_FAILED, OK
-from saliency_assets.core.workers import _Worker
+from saliency_assets.core.contract.errors import DecodeError
+from saliency_assets.core.contract.statuses import MODEL_FAILED, OK
+from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
+from saliency_assets.core.decode.conversion import display_rotation
+from saliency_assets.core.decode.decoding import DecodedFrame, decode_clip
+from saliency_assets.core.model.clip_saliency import DECODING, INFERRING, ClipJob, compute_clip
+from saliency_assets.core.run.workers import _Worker
 
 
 class RecordingSink:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from saliency_assets.core.tables import (
+from saliency_assets.core.tables.table_files import (
     CELL_BYTES,
     MAX_TABLE_GIB_ENV,
     ROW_BYTES,

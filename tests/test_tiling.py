@@ -12,12 +12,12 @@ from onnx import TensorProto, helper
 from support.clips import pattern_planes
 from support.reference_pipeline import reference_model_input, reference_pad
 
-from saliency_assets.core.clip_saliency import frame_saliency, yuv420p_window_input
-from saliency_assets.core.decoding import DecodedFrame
-from saliency_assets.core.model import TILE_ABOVE_PIXELS, TILE_SIZE, SaliencyModel
-from saliency_assets.core.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
-from saliency_assets.core.receptive_field import analyse_graph, tile_geometry
-from saliency_assets.core.tiling import TileGeometry, plan_tiles
+from saliency_assets.core.decode.decoding import DecodedFrame
+from saliency_assets.core.model.clip_saliency import frame_saliency, yuv420p_window_input
+from saliency_assets.core.model.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
+from saliency_assets.core.model.receptive_field import analyse_graph, tile_geometry
+from saliency_assets.core.model.saliency_model import TILE_ABOVE_PIXELS, TILE_SIZE, SaliencyModel
+from saliency_assets.core.model.tiling import TileGeometry, plan_tiles
 from saliency_assets.models import DEFAULT_MODEL_PATH
 
 TOLERANCE = 1e-6

@@ -21,11 +21,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from saliency_assets.core import filesystems
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.engine import unique_clips
-from saliency_assets.core.model import sha256_file
-from saliency_assets.core.tables import read_table
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.model.saliency_model import sha256_file
+from saliency_assets.core.run.engine import unique_clips
+from saliency_assets.core.tables import filesystems
+from saliency_assets.core.tables.table_files import read_table
 from saliency_assets.defs.corpora import CorpusTable
 from saliency_assets.defs.partitions import (
     REGISTER_CHUNK,

@@ -8,12 +8,12 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.provenance import build_run_provenance, describe_path, utc_now
-from saliency_assets.core.signal_audit import MIN_FINITE_SHARE, ColumnSignal, audit_signal
-from saliency_assets.core.statuses import FAILURE_STATUSES
-from saliency_assets.core.table_run import TableRun
-from saliency_assets.core.tables import TableError, read_table
+from saliency_assets.core.contract.provenance import build_run_provenance, describe_path, utc_now
+from saliency_assets.core.contract.signal_audit import MIN_FINITE_SHARE, ColumnSignal, audit_signal
+from saliency_assets.core.contract.statuses import FAILURE_STATUSES
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.run.table_run import TableRun
+from saliency_assets.core.tables.table_files import TableError, read_table
 from saliency_assets.defs.corpora import CorpusTable
 from saliency_assets.defs.storage import TableStorage
 

@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, generate_event_batch_id
 
-from saliency_assets.core.clip_saliency import ClipResult
-from saliency_assets.core.model import ModelChoice
-from saliency_assets.core.results_store import ResultKey
+from saliency_assets.core.model.clip_saliency import ClipResult
+from saliency_assets.core.model.saliency_model import ModelChoice
+from saliency_assets.core.run.results_store import ResultKey
 from saliency_assets.defs.partitions import IndexedClip
 
 # Dagster's provenance tags on a materialization (dagster._core.definitions.data_version): what

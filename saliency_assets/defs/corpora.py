@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from saliency_assets.core.manifests import Manifest, TableSpec, load_manifest
+from saliency_assets.core.contract.manifests import Manifest, TableSpec, load_manifest
 
 MANIFESTS_ENV = "SALIENCY_ASSETS_MANIFESTS"
 DEFAULT_MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from saliency_assets.core import filesystems
-from saliency_assets.core.config import MaterializeConfig, results_store_scheme
-from saliency_assets.core.engine import compute_clips, unique_clips
-from saliency_assets.core.model import sha256_file
-from saliency_assets.core.results_store import (
+from saliency_assets.core.contract.config import MaterializeConfig, results_store_scheme
+from saliency_assets.core.contract.statuses import OK
+from saliency_assets.core.model.saliency_model import sha256_file
+from saliency_assets.core.run.engine import compute_clips, unique_clips
+from saliency_assets.core.run.results_store import (
     ClipResultStore,
     ResultStore,
     settings_digest,
     store_for,
 )
-from saliency_assets.core.statuses import OK
-from saliency_assets.core.table_run import audit_record, materialize_table, write_audit
-from saliency_assets.core.tables import read_table
+from saliency_assets.core.run.table_run import audit_record, materialize_table, write_audit
+from saliency_assets.core.tables import filesystems
+from saliency_assets.core.tables.table_files import read_table
 from saliency_assets.defs import checks, clip_events, metadata
 from saliency_assets.defs.automation import clip_condition, enriched_condition
 from saliency_assets.defs.corpora import CorpusTable

@@ -11,15 +11,15 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from saliency_assets.core.clip_saliency import ClipJob, ClipResult, clip_map
-from saliency_assets.core.config import MaterializeConfig
-from saliency_assets.core.images import encode_png, heatmap_thumbnail
-from saliency_assets.core.model import ModelChoice, SaliencyModel
-from saliency_assets.core.results_store import result_keys
-from saliency_assets.core.rows import MEAN_COLUMN
-from saliency_assets.core.sources import Unresolved, clip_key, resolve_clip
-from saliency_assets.core.table_run import TableRun
-from saliency_assets.core.tables import atomic_write
+from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.contract.images import encode_png, heatmap_thumbnail
+from saliency_assets.core.model.clip_saliency import ClipJob, ClipResult, clip_map
+from saliency_assets.core.model.saliency_model import ModelChoice, SaliencyModel
+from saliency_assets.core.run.results_store import result_keys
+from saliency_assets.core.run.table_run import TableRun
+from saliency_assets.core.tables.rows import MEAN_COLUMN
+from saliency_assets.core.tables.sources import Unresolved, clip_key, resolve_clip
+from saliency_assets.core.tables.table_files import atomic_write
 
 THUMBNAIL_CLIPS = 3
 HISTOGRAM_BINS = 20

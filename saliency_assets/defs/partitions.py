@@ -21,9 +21,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saliency_assets.core import filesystems
-from saliency_assets.core.clips import ClipSource
-from saliency_assets.core.tables import atomic_write
+from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.tables import filesystems
+from saliency_assets.core.tables.table_files import atomic_write
 from saliency_assets.defs.corpora import CorpusTable
 
 REGISTER_CHUNK = 10_000
@@ -158,8 +158,8 @@ def clips_of_partitions(
 ) -> list[IndexedClip]:
     """The clips of the run's partitions, from the stored index (rebuilt from the raw table
     when it lacks a requested clip); a key that names no clip of the table is an error."""
-    from saliency_assets.core.engine import unique_clips
-    from saliency_assets.core.tables import read_table
+    from saliency_assets.core.run.engine import unique_clips
+    from saliency_assets.core.tables.table_files import read_table
 
     column = "shard" if sharded else "partition_key"
     if index_path.is_file():

@@ -17,10 +17,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from saliency_assets.core.config import MaterializeConfig, validate_config
-from saliency_assets.core.engine import prepare_model
-from saliency_assets.core.model import ModelChoice
-from saliency_assets.core.ray_runner import check_ray_installed
+from saliency_assets.core.contract.config import MaterializeConfig, validate_config
+from saliency_assets.core.model.saliency_model import ModelChoice
+from saliency_assets.core.run.engine import prepare_model
+from saliency_assets.core.run.ray_runner import check_ray_installed
 
 DECODER_KEY = "decoder"
 MODEL_KEY = "model"

@@ -57,7 +57,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from saliency_assets.core.atomic import atomic_write
+from saliency_assets.core.tables.atomic import atomic_write
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 OPSET_VERSION = 17
