@@ -10,7 +10,10 @@ Hashing a 4K raw clip costs a sizeable share of its compute, so a small SQLite m
 host maps a file's identity and state (device, inode, size, mtime, ctime) to its digest, and a
 rerun reads no unchanged file again. The kernel sets ctime on every change of content and on
 every ``utime``, and no user tool can set it back, so an edit that restores size and mtime
-still misses the memo. The memo only spares reading: it is never part of a result key.
+still misses the memo. An object (``s3://``) is remembered by its URI and the version the
+server reports (ETag, size, last-modified: one HEAD request), so a rerun reads no unchanged
+object again and a rewritten one (a new ETag) is read anew. The memo only spares reading: it is
+never part of a result key.
 """
 
 from __future__ import annotations
@@ -69,19 +72,18 @@ class FingerprintMemo:
 
     def fingerprint(self, path: Path) -> str:
         """The fingerprint of the file at ``path`` (OSError if it cannot be read)."""
-        if filesystems.is_object(path):  # read by range; an object's stat is no inode to memo
-            with filesystems.open_input(path) as handle:
-                return hash_file(handle)
+        if filesystems.is_object(path):
+            return self._object_fingerprint(filesystems.object_uri(path))
         with open(path, "rb", buffering=0) as handle:
             before = os.fstat(handle.fileno())
-            remembered = self._recall(before)
+            remembered = self._recall(_file(before), _state(before))
             if remembered is not None:
                 return remembered
             started_ns = time.time_ns()
             fingerprint = hash_file(handle)
             after = os.fstat(handle.fileno())
         if _state(before) == _state(after) and started_ns - after.st_ctime_ns > SETTLED_AFTER_NS:
-            self._remember(after, fingerprint)
+            self._remember(_file(after), _state(after), fingerprint)
         return fingerprint
 
     def close(self) -> None:
@@ -90,21 +92,30 @@ class FingerprintMemo:
                 self._connection.close()
             self._connection = None
 
-    def _recall(self, stat: os.stat_result) -> str | None:
+    def _object_fingerprint(self, uri: str) -> str:
+        """Unlike a file's, an object's version needs no settling time: its ETag changes with
+        any rewrite. Should it be rewritten while read, the digest is remembered under the old
+        version, which no later HEAD reports again."""
+        version = filesystems.object_version(uri) if self.usable else None
+        remembered = self._recall(uri, version) if version else None
+        if remembered is not None:
+            return remembered
+        with filesystems.open_input(uri) as handle:
+            fingerprint = hash_file(handle)
+        if version:
+            self._remember(uri, version, fingerprint)
+        return fingerprint
+
+    def _recall(self, file: str, state: str) -> str | None:
         row = self._execute(
-            "SELECT digest FROM fingerprints WHERE file = ? AND state = ?",
-            _file(stat),
-            _state(stat),
+            "SELECT digest FROM fingerprints WHERE file = ? AND state = ?", file, state
         )
         digest = row[0] if row else None
         return digest if digest and digest.startswith(f"{ALGORITHM}:") else None
 
-    def _remember(self, stat: os.stat_result, fingerprint: str) -> None:
+    def _remember(self, file: str, state: str, fingerprint: str) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)",
-            _file(stat),
-            _state(stat),
-            fingerprint,
+            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", file, state, fingerprint
         )
 
     def _execute(self, statement: str, *values: str) -> tuple | None:

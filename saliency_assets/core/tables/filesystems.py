@@ -100,6 +100,18 @@ def is_file(location: Any) -> bool:
         return False
 
 
+def object_version(location: Any) -> str | None:
+    """``etag:size:last-modified`` of the object at ``location``, as one HEAD request reports
+    it: a rewrite gets a new ETag. None when the server reports no ETag. Raises OSError
+    (FileNotFoundError when there is no such object)."""
+    filesystem, key = _s3(object_uri(location))
+    with filesystem.open_input_file(key) as native:  # opening it is the HEAD; nothing is read
+        headers, size = native.metadata(), native.size()
+    etag = headers.get("ETag", b"").decode().strip('"')
+    modified = headers.get("Last-Modified", b"").decode()
+    return f"{etag}:{size}:{modified}" if etag else None
+
+
 def open_input(location: Any) -> BinaryIO:
     """A seekable binary reader; for objects, reads are ranged GETs of ``READ_BUFFER_BYTES``.
 
