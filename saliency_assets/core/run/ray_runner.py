@@ -11,6 +11,10 @@ reports a dead worker (a transient failure, never stored). A decode that overrun
 ``decode_timeout`` stops its actor, as locally. Each clip is yielded exactly once, so the engine
 stores it once.
 
+Actors start only for clips actually taken from the engine (which skips those found stored as
+it offers them): a run with nothing to compute neither joins the cluster nor loads a model
+there, and no run starts more actors than it has clips to compute.
+
 ``ray`` is imported only here, and only when a run names a cluster (the ``[ray]`` extra).
 """
 
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import socket
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +71,8 @@ class RayRunner:
     """A ``ClipRunner`` over actors on the cluster at ``config.ray_address``.
 
     ``config.jobs`` caps the number of actors; by default there is one per CPU of the cluster
-    (``ACTORS_PER_GPU`` per GPU when the providers include CUDA). ``stats`` counts what happened.
+    (``ACTORS_PER_GPU`` per GPU when the providers include CUDA), and never more than clips
+    taken. ``stats`` counts what happened.
     """
 
     def __init__(self, config: MaterializeConfig, model: ModelChoice) -> None:
@@ -76,24 +82,30 @@ class RayRunner:
         self.max_actors = config.jobs
         self.stats = RayRunStats()
 
-    def __call__(self, tasks: list[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
-        if not tasks:
+    def __call__(self, tasks: Collection[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
+        """Results of ``tasks`` as they finish; a task is taken only when an actor is free
+        for it or is started for it (``len(tasks)`` is an upper bound on what is taken)."""
+        upcoming = iter(tasks)
+        first = next(upcoming, None)
+        if first is None:  # nothing to compute (all stored): the cluster is not even joined
             return
         connect(self.address)
-        pool = _ActorPool(self.job, self.model, self.stats)
+        most = _pool_size(self.job, self.max_actors, len(tasks), self.address)
+        pool = _ActorPool(self.job, self.model, self.stats, most)
         try:
-            pool.start(_pool_size(self.job, self.max_actors, len(tasks), self.address))
-            yield from pool.run(tasks)
+            yield from pool.run(itertools.chain([first], upcoming))
         finally:
             pool.close()
 
 
 @dataclass
 class RayRunStats:
-    """Clips computed per Ray node id, and clips given to another actor after theirs died."""
+    """Clips computed per Ray node id, clips given to another actor after theirs died, and
+    actors started (replacements included)."""
 
     clips_by_node: Counter[str] = field(default_factory=Counter)
     retried_clips: int = 0
+    actors_started: int = 0
 
 
 def connect(address: str) -> None:
@@ -180,13 +192,16 @@ class _InFlight:
 
 
 class _ActorPool:
-    """Actors being started, idle or busy with one clip each; dead ones are replaced."""
+    """Up to ``most`` actors, each starting, idle or busy with one clip. An actor is started
+    only for a clip taken and waiting for one, so dead ones are replaced only while clips
+    wait."""
 
-    def __init__(self, job: ClipJob, model: ModelChoice, stats: RayRunStats) -> None:
+    def __init__(self, job: ClipJob, model: ModelChoice, stats: RayRunStats, most: int) -> None:
         import ray
 
         self.job = job
         self.stats = stats
+        self.most = most
         self.model_ref = ray.put(Path(model.path).read_bytes())
         self.model_sha256 = model.sha256
         self.actor_class = ray.remote(ClipActor).options(**_actor_options(job))
@@ -196,16 +211,14 @@ class _ActorPool:
         self.deaths: Counter[str] = Counter()
         self.alive_since = time.monotonic()
 
-    def start(self, count: int) -> None:
-        for _ in range(count):
-            self._start_actor()
-
-    def run(self, tasks: list[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
-        pending = deque(tasks)
+    def run(self, upcoming: Iterator[ClipTask]) -> Iterator[tuple[str, ClipResult]]:
+        pending: deque[ClipTask] = deque()  # taken (or to retry), waiting for an actor
+        exhausted = self._hand_out(upcoming, pending)
         self._await_actors()
-        while pending or self.busy:
-            while self.idle and pending:
-                self._submit(self.idle.popleft(), pending.popleft())
+        while True:
+            exhausted = self._hand_out(upcoming, pending) or exhausted
+            if exhausted and not pending and not self.busy:
+                return
             yield from self._collect(pending)
             yield from self._reap_overdue()
             self._check_capacity(len(pending))
@@ -217,6 +230,27 @@ class _ActorPool:
         for actor in actors:
             ray.kill(actor, no_restart=True)
         self.starting, self.idle, self.busy = {}, deque(), {}
+
+    def _hand_out(self, upcoming: Iterator[ClipTask], pending: deque[ClipTask]) -> bool:
+        """Give each idle actor a clip, then start actors (up to ``most``) for clips that no
+        starting actor will take; a clip is taken from ``upcoming`` only for an actor. True
+        once ``upcoming`` has run out."""
+        while self.idle:
+            task = pending.popleft() if pending else next(upcoming, None)
+            if task is None:
+                return True
+            self._submit(self.idle.popleft(), task)
+        while self._actors() < self.most:
+            if len(pending) <= len(self.starting):
+                task = next(upcoming, None)
+                if task is None:
+                    return True
+                pending.append(task)
+            self._start_actor()
+        return False
+
+    def _actors(self) -> int:
+        return len(self.starting) + len(self.idle) + len(self.busy)
 
     def _await_actors(self) -> None:
         """Dispatch starts once every actor is up (or after ``ACTOR_START_WAIT_S``, with those
@@ -235,6 +269,7 @@ class _ActorPool:
     def _start_actor(self) -> None:
         actor = self.actor_class.remote(self.job, self.model_ref, self.model_sha256)
         self.starting[actor.ready.remote()] = actor
+        self.stats.actors_started += 1
 
     def _submit(self, actor: Any, task: ClipTask) -> None:
         _key, source = task
@@ -265,8 +300,7 @@ class _ActorPool:
         except ray.exceptions.RayActorError as error:
             if error.actor_init_failed:  # the model or the package fails to load: every actor will
                 raise ConnectionError(f"clip actors cannot start: {_cause(error)}") from None
-            self._start_actor()  # its node went away while it was starting
-            return
+            return  # its node went away while it was starting: _hand_out starts another
         self.idle.append(actor)
         self.alive_since = time.monotonic()
 
@@ -278,7 +312,6 @@ class _ActorPool:
         try:
             result, node_id = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
-            self._start_actor()
             yield from self._retry_or_fail(flight.task, error, pending)
             return
         except ray.exceptions.RayTaskError as error:  # where a local worker process would die
@@ -331,7 +364,6 @@ class _ActorPool:
 
         del self.busy[ref]
         ray.kill(flight.actor, no_restart=True)
-        self._start_actor()
         detail = (
             f"decode did not finish within {limit:g} s (decode_timeout); the worker was stopped"
         )
