@@ -81,6 +81,38 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=order)
 
 
+@pytest.fixture
+def pg_database():
+    """A fresh database on the local PostgreSQL server for one test (skipped without one)."""
+    from support.postgres import fresh_database
+
+    with fresh_database(f"saliency_store_test_{os.getpid()}") as database:
+        yield database
+
+
+@pytest.fixture
+def pg_url(pg_database) -> str:
+    """The test's fresh database as the ``postgresql://`` URL a results store takes."""
+    from support.postgres import database_url
+
+    return database_url(pg_database)
+
+
+@pytest.fixture
+def postgres_instance(pg_database, tmp_path, monkeypatch):
+    """A Dagster instance configured as a deployment's (``dagster-postgres.yaml``), in the
+    test's fresh database: the one ``pg_url`` names, so a results store can share it."""
+    pytest.importorskip("dagster_postgres")
+    import dagster as dg
+    from support.postgres import deployment_environment, write_dagster_home
+
+    home = write_dagster_home(tmp_path / "dagster_home")
+    for name, value in deployment_environment(pg_database).items():
+        monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
 @pytest.fixture(scope="session")
 def ray_cluster_session():
     """One local Ray cluster (a head and worker nodes node_a, node_b) for the whole session;

@@ -13,7 +13,6 @@ Skipped, with the reason, when no PostgreSQL server accepts connections on
 
 from __future__ import annotations
 
-import getpass
 import json
 import math
 import os
@@ -23,11 +22,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from support.clips import make_clip
+from support.postgres import deployment_environment, fresh_database, write_dagster_home
 from support.services import Service
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
-POSTGRES_YAML = REPO_ROOT / "dagster-postgres.yaml"
 TABLE = "pgt"
 CLIP_NAMES = [f"clip_{index}.mp4" for index in range(6)]
 CLIPS_PER_RUN = 2
@@ -51,50 +50,15 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
 """
 
 
-def _server() -> dict[str, str]:
-    return {
-        "host": os.environ.get("PGHOST", "127.0.0.1"),
-        "port": os.environ.get("PGPORT", "5432"),
-        "user": os.environ.get("PGUSER", getpass.getuser()),
-        "password": os.environ.get("PGPASSWORD", ""),
-    }
-
-
-def _connect(server: dict[str, str], dbname: str):
-    import psycopg2
-
-    connection = psycopg2.connect(dbname=dbname, connect_timeout=5, **server)
-    connection.autocommit = True
-    return connection
-
-
 @pytest.fixture(scope="session")
 def pg_database():
     """A fresh database on the local server for this test session; dropped at the end."""
     try:
         import dagster_postgres  # noqa: F401
-        import psycopg2  # noqa: F401
     except ImportError as error:
-        pytest.skip(f"dagster-postgres / psycopg2 not installed: {error}")
-    server = _server()
-    where = f"{server['user']}@{server['host']}:{server['port']}"
-    try:
-        admin = _connect(server, "postgres")
-    except Exception as error:  # psycopg2.OperationalError, or a DNS failure
-        pytest.skip(
-            f"PostgreSQL not reachable at {where} ({' '.join(str(error).split())}); "
-            "run scripts/ci-services.sh to start it"
-        )
-    name = f"saliency_assets_test_{os.getpid()}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield {**server, "dbname": name}
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        pytest.skip(f"dagster-postgres not installed: {error}")
+    with fresh_database(f"saliency_assets_test_{os.getpid()}") as database:
+        yield database
 
 
 def write_corpus_and_manifest(folder: Path) -> Path:
@@ -123,17 +87,10 @@ def write_corpus_and_manifest(folder: Path) -> Path:
 @pytest.fixture
 def pg_home(tmp_path, pg_database, monkeypatch) -> Path:
     """DAGSTER_HOME holding dagster-postgres.yaml, with the DAGSTER_PG_* variables set."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(POSTGRES_YAML.read_text())
+    home = write_dagster_home(tmp_path / "dagster_home")
     for variable, value in {
         "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_USERNAME": pg_database["user"],
-        "DAGSTER_PG_PASSWORD": pg_database["password"],
-        "DAGSTER_PG_HOST": pg_database["host"],
-        "DAGSTER_PG_DB": pg_database["dbname"],
-        "DAGSTER_PG_PORT": str(pg_database["port"]),
-        "DAGSTER_EVENT_BATCH_SIZE": "1000",
+        **deployment_environment(pg_database),
         "SALIENCY_ASSETS_MANIFESTS": str(write_corpus_and_manifest(tmp_path / "corpus")),
     }.items():
         monkeypatch.setenv(variable, value)

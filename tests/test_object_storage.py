@@ -11,6 +11,8 @@ import blake3
 import pytest
 from conftest import run_cli
 from support.clips import make_clip, make_raw_yuv
+from support.postgres import query
+from support.s3_server import put
 
 from saliency_assets.core.contract.config import MaterializeConfig
 from saliency_assets.core.contract.statuses import MISSING_SOURCE, OK
@@ -18,16 +20,14 @@ from saliency_assets.core.decode.clips import ClipSource
 from saliency_assets.core.model.clip_saliency import ClipJob, compute_clip
 from saliency_assets.core.model.saliency_model import SaliencyModel
 from saliency_assets.core.run.engine import prepare_model
+from saliency_assets.core.run.fingerprints import FingerprintMemo
+from saliency_assets.core.run.pg_store import RESULTS_TABLE
 from saliency_assets.core.run.results_store import source_fingerprint
 from saliency_assets.core.tables import filesystems
 from saliency_assets.core.tables.sources import Unresolved, locate_source
 from saliency_assets.core.tables.table_files import Table, TableError, read_table, write_table
 
 TOLERANCE = 1e-6
-
-
-def put(uri: str, data: bytes) -> None:
-    filesystems.write_object(uri, lambda handle: handle.write(data))
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,10 @@ def upload_corpus(folder, bucket: str) -> str:
     return f"s3://{bucket}"
 
 
-def run_materialize(table: str, output: str, root: str, *extra: str):
+def run_materialize(table: str, output: str, root: str, *extra: str, store: str = "none"):
     return run_cli(
         "materialize", "--input", table, "--output", output, "--root", root,
-        "--max-frames", "4", "--results-store", "none", *extra,
+        "--max-frames", "4", "--results-store", store, *extra,
     )  # fmt: skip
 
 
@@ -70,9 +70,10 @@ def assert_same_values(rows, expected_rows):
                 assert math.isclose(row[column], expected[column], abs_tol=TOLERANCE)
 
 
-@pytest.fixture
-def local_rows(local_corpus, tmp_path):
-    output = tmp_path / "local.jsonl"
+@pytest.fixture(scope="module")
+def local_rows(local_corpus):
+    """The table computed by local workers from the local copy, once for the module."""
+    output = local_corpus / "local.jsonl"
     result = run_materialize(
         str(local_corpus / "features.jsonl"),
         str(output),
@@ -111,24 +112,33 @@ def test_cli_reads_table_and_clips_from_s3_and_writes_outputs_there(
     assert not (local_corpus / "s3:").exists()
 
 
-def test_cli_on_ray_reads_and_writes_s3_like_a_local_run(
-    ray_cluster, s3_bucket, local_corpus, local_rows
+def test_cli_on_ray_with_the_postgresql_store_reads_and_writes_s3_like_a_local_run(
+    ray_cluster, s3_bucket, pg_url, local_corpus, local_rows
 ):
+    """The production shape on one machine: clips computed on the cluster, results in the
+    shared PostgreSQL store, table, clips and audit on the S3 server."""
     base = upload_corpus(local_corpus, s3_bucket)
 
     result = run_materialize(
         f"{base}/features.jsonl", f"{base}/out/features.saliency.jsonl", f"{base}/clips",
-        "--ray-address", ray_cluster.address,
+        "--ray-address", ray_cluster.address, "--audit-json", f"{base}/out/audit.json",
+        store=pg_url,
     )  # fmt: skip
 
-    assert result.returncode == 1, result.stderr
-    assert_same_values(read_table(f"{base}/out/features.saliency.jsonl").rows, local_rows)
+    assert result.returncode == 1, result.stderr  # the missing clip's row
+    rows = read_table(f"{base}/out/features.saliency.jsonl").rows
+    assert_same_values(rows, local_rows)
+    clips = {row["src"]: row["saliency_status"] for row in rows if row["src"] != "not-there.mp4"}
+    assert set(clips.values()) == {OK}
+    with filesystems.open_input(f"{base}/out/audit.json") as handle:
+        assert json.load(handle)["unstored_clips"] == 0
+    assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(len(clips),)]
 
 
 def test_a_clip_object_is_read_by_range_not_downloaded(s3_bucket, tmp_path, monkeypatch):
     long_clip, raw = tmp_path / "long.mkv", tmp_path / "long_640x360.yuv"
     make_clip(long_clip, 640, 360, 150, codec="ffv1")  # lossless: megabytes, quickly
-    make_raw_yuv(raw, 640, 360, 60)
+    make_raw_yuv(raw, 640, 360, 24)
     put(f"s3://{s3_bucket}/long.mkv", long_clip.read_bytes())
     put(f"s3://{s3_bucket}/long_640x360.yuv", raw.read_bytes())
     fetched = count_bytes_fetched(monkeypatch)
@@ -234,31 +244,34 @@ def test_an_object_clip_has_the_fingerprint_of_the_same_bytes_on_disk(s3_bucket,
     assert on_s3 == "blake3:" + blake3.blake3(clip.read_bytes()).hexdigest()
 
 
-def test_dagster_assets_read_and_write_s3_tables(
-    s3_bucket, local_corpus, local_rows, tmp_path, dagster_instance, monkeypatch
+def test_a_rerun_reads_no_unchanged_object_and_rereads_a_rewritten_one(
+    s3_bucket, local_corpus, tmp_path, monkeypatch
 ):
-    from dagster_support import load_defs, range_tags, run_job
+    """The host's fingerprint memo keeps an object's digest by its ETag: a rewrite of the same
+    size within the same second (same last-modified) is read again all the same."""
+    uri = f"s3://{s3_bucket}/memo/a.mp4"
+    original = (local_corpus / "clips" / "a.mp4").read_bytes()
+    rewritten = original[:-1] + bytes([original[-1] ^ 1])
+    put(uri, original)
+    fetched = count_bytes_fetched(monkeypatch)
 
-    base = upload_corpus(local_corpus, s3_bucket)
-    table = {
-        "id": "t",
-        "input": f"{base}/features.jsonl",
-        "output": f"{base}/dagster/features.saliency.jsonl",
-        "audit_json": f"{base}/dagster/audit.json",
-        "root": f"{base}/clips",
-        "max_frames": 4,
-        "dagster": {"allow_row_failures": True, "storage": str(tmp_path / "store")},
-    }
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"tables": [table]}))
-    monkeypatch.chdir(tmp_path)
-    defs = load_defs(monkeypatch, manifest)
+    def fingerprint_in_a_new_run() -> str:
+        memo = FingerprintMemo(tmp_path / "fingerprints.sqlite")
+        try:
+            return source_fingerprint(ClipSource(uri), memo)
+        finally:
+            memo.close()
 
-    run_job(defs, "saliency_t_refresh", dagster_instance)
-    keys = dagster_instance.get_dynamic_partitions("saliency_t_clips")
-    run_job(defs, "saliency_t_clips", dagster_instance, tags=range_tags(keys[0], keys[-1]))
-    run_job(defs, "saliency_t_enrich", dagster_instance)
+    first = fingerprint_in_a_new_run()
+    first_read = sum(fetched)
+    fetched.clear()
+    again = fingerprint_in_a_new_run()
+    rerun_read = sum(fetched)
+    put(uri, rewritten)
+    fetched.clear()
+    after_rewrite = fingerprint_in_a_new_run()
 
-    assert_same_values(read_table(table["output"]).rows, local_rows)
-    assert filesystems.stat(table["audit_json"]).kind == "file"
-    assert not (tmp_path / "s3:").exists()
+    assert first_read == len(original)
+    assert (again, rerun_read) == (first, 0)
+    assert after_rewrite == "blake3:" + blake3.blake3(rewritten).hexdigest() != first
+    assert sum(fetched) == len(rewritten)

@@ -15,7 +15,6 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
 from conftest import run_cli
 from dagster_support import (
     check_metadata,
@@ -27,7 +26,7 @@ from dagster_support import (
 )
 from support.bounded import start_command, write_report_line
 from support.clips import make_clip
-from test_dagster_postgres import _connect, _server
+from support.postgres import query
 from test_engine import CountingRunner
 
 from saliency_assets.core.contract.config import MaterializeConfig
@@ -41,37 +40,6 @@ from saliency_assets.core.run.results_store import ResultKey, result_keys
 
 CLIPS = 8
 OK = ClipResult("ok", 0.5, 0.125, None, 3, 64, 48)
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database on the local server for one test, as a ``postgresql://`` URL."""
-    server = _server()
-    try:
-        admin = _connect(server, "postgres")
-    except Exception as error:  # psycopg2.OperationalError, or a DNS failure
-        pytest.skip(
-            f"PostgreSQL not reachable at {server['host']}:{server['port']} "
-            f"({' '.join(str(error).split())}); run scripts/ci-services.sh to start it"
-        )
-    name = f"saliency_store_test_{os.getpid()}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://{server['user']}@{server['host']}:{server['port']}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-def query(url: str, sql: str) -> list[tuple]:
-    import psycopg2
-
-    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall()
 
 
 def test_created_on_first_use_with_its_schema_version(pg_url):

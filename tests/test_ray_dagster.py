@@ -3,6 +3,7 @@ resource (RayCluster), and how that resource picks the cluster."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from dagster_support import (
@@ -13,15 +14,18 @@ from dagster_support import (
     write_corpus,
     write_manifest,
 )
+from support.postgres import query
+from support.s3_server import put
 
 from saliency_assets.core.contract.config import MaterializeConfig
+from saliency_assets.core.contract.manifests import load_manifest
 from saliency_assets.core.run import ray_runner
+from saliency_assets.core.run.engine import materialize_rows, prepare_model
+from saliency_assets.core.run.pg_store import RESULTS_TABLE
+from saliency_assets.core.tables import filesystems
+from saliency_assets.core.tables.table_files import read_table
 from saliency_assets.defs import resources
 from saliency_assets.defs.resources import RAY_ADDRESS_ENV, RAY_KEY, RayCluster
-
-
-def read_rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class CountedTasks:
@@ -40,13 +44,42 @@ class CountedTasks:
             yield task
 
 
-def test_clip_batch_is_computed_on_the_cluster_the_deployment_names(
-    ray_cluster, tmp_path, dagster_instance, monkeypatch
+def test_clip_batch_on_the_cluster_with_postgresql_and_an_s3_table_equals_a_local_run(
+    ray_cluster, s3_bucket, pg_url, postgres_instance, tmp_path, monkeypatch
 ):
-    local, on_ray = tmp_path / "local", tmp_path / "ray"
-    for folder in (local, on_ray):
-        write_corpus(folder)
-        write_manifest(folder, dagster_options={"storage": "store"})  # a results store each
+    """The production shape on one machine: a deployment on the PostgreSQL instance whose
+    database also holds the results store, the table and clips in a bucket, and the clip batch
+    computed on the cluster the deployment names."""
+    table = write_corpus(tmp_path)
+    base = f"s3://{s3_bucket}"
+    for path in [table, *(tmp_path / "clips").iterdir()]:
+        put(f"{base}/{path.relative_to(tmp_path)}", path.read_bytes())
+    on_s3 = {"input": f"{base}/features.jsonl", "root": f"{base}/clips"}
+    on_s3 |= {"output": f"{base}/out/features.saliency.jsonl", "audit_json": f"{base}/audit.json"}
+    manifest = write_manifest(tmp_path, results_store=pg_url, **on_s3)
+    ray_batches = spy_on_ray_batches(monkeypatch)
+    monkeypatch.setenv(RAY_ADDRESS_ENV, ray_cluster.address)
+    monkeypatch.chdir(tmp_path)  # where a URL taken for a folder would appear
+
+    clips = run_all(load_defs(monkeypatch, manifest), postgres_instance)
+
+    assert type(postgres_instance.run_storage).__name__ == "PostgresRunStorage"
+    assert [clips for clips in ray_batches if clips] == [3]  # the table found them all stored
+    assert len(clips.get_asset_materialization_events()) == 3  # one per clip partition
+    batch = check_metadata(clips, "status_contract")
+    assert (batch["computed_clips"], batch["status/ok"]) == (3, 3)
+    assert query(pg_url, f"SELECT count(*) FROM {RESULTS_TABLE}") == [(3,)]
+    rows = read_table(on_s3["output"]).rows
+    for row, local_row in zip(rows, local_rows(manifest, tmp_path), strict=True):
+        assert row["saliency_status"] == "ok"
+        assert math.isclose(row["saliency_mean"], local_row["saliency_mean"], abs_tol=1e-6)
+        assert math.isclose(row["saliency_var"], local_row["saliency_var"], abs_tol=1e-6)
+    assert filesystems.stat(on_s3["audit_json"]).kind == "file"
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "postgresql:").exists()
+
+
+def spy_on_ray_batches(monkeypatch) -> list[int]:
+    """How many clips each RayRunner call took, as each call ends."""
     ray_batches = []
     original_call = ray_runner.RayRunner.__call__
 
@@ -56,21 +89,16 @@ def test_clip_batch_is_computed_on_the_cluster_the_deployment_names(
         ray_batches.append(counted.taken)
 
     monkeypatch.setattr(ray_runner.RayRunner, "__call__", spying_call)
+    return ray_batches
 
-    run_all(load_defs(monkeypatch, local / "manifest.json"), dagster_instance)
-    monkeypatch.setenv(RAY_ADDRESS_ENV, ray_cluster.address)
-    clips = run_all(load_defs(monkeypatch, on_ray / "manifest.json"), dagster_instance)
 
-    assert [clips for clips in ray_batches if clips] == [3]  # the table found them all stored
-    assert len(clips.get_asset_materialization_events()) == 3  # one per clip partition
-    batch = check_metadata(clips, "status_contract")
-    assert (batch["computed_clips"], batch["status/ok"]) == (3, 3)
-    expected = read_rows(local / "out/features.saliency.jsonl")
-    for row, local_row in zip(
-        read_rows(on_ray / "out/features.saliency.jsonl"), expected, strict=True
-    ):
-        assert row["saliency_status"] == "ok"
-        assert math.isclose(row["saliency_mean"], local_row["saliency_mean"], abs_tol=1e-6)
+def local_rows(manifest, folder):
+    """The manifest's table computed here by local worker processes, from the local copy."""
+    (table,) = load_manifest(manifest).tables
+    config = replace(table.config, root=folder / "clips", ray_address=None)
+    return materialize_rows(
+        read_table(folder / "features.jsonl").rows, config, prepare_model(config)
+    ).rows
 
 
 def run_all(defs, instance):

@@ -6,29 +6,35 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 from support.clips import make_clip
+from support.postgres import query
+from support.s3_server import put
 
 from saliency_assets.core.contract.config import MaterializeConfig
 from saliency_assets.core.contract.statuses import DECODE_FAILED, OK
 from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.model.clip_saliency import ClipResult
 from saliency_assets.core.run.engine import compute_clips, materialize_rows, prepare_model
+from saliency_assets.core.run.pg_store import RESULTS_TABLE, open_store
 from saliency_assets.core.run.ray_runner import RayRunner
-from saliency_assets.core.run.results_store import ResultStore, is_transient
-from saliency_assets.core.tables import filesystems
+from saliency_assets.core.run.results_store import ResultStore, is_transient, result_keys
 
 TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, clip_dir):
-    """Ten small real clips (and a raw .yuv from clip_dir) and one row per clip."""
+    """Ten small real clips, no two alike (a store keys results by content), a raw .yuv from
+    clip_dir, and one row per clip."""
     folder = tmp_path_factory.mktemp("ray-corpus")
     for index in range(10):
-        make_clip(folder / f"clip{index}.mp4", 64 + 16 * (index % 3), 48, 6)
+        make_clip(folder / f"clip{index}.mp4", 64 + 16 * (index % 3), 48, 4 + index % 4)
     (folder / "raw_64x48.yuv").write_bytes((clip_dir / "raw_64x48.yuv").read_bytes())
     names = sorted(path.name for path in folder.iterdir())
     return folder, [{"src": name} for name in names]
@@ -61,24 +67,39 @@ def test_clips_spread_over_both_nodes_and_equal_a_local_run(ray_cluster, corpus)
     assert sum(runner.stats.clips_by_node.values()) == len(rows)
 
 
-@pytest.fixture(params=["local", "s3"])
-def clip_root(request, corpus):
-    """The corpus's folder, or a copy of it on the local S3 server."""
+class Place(NamedTuple):
+    """Where a run reads its clips and keeps its results (a folder, or a PostgreSQL URL)."""
+
+    clip_root: str
+    store: Any
+    store_location: Path | str
+
+    def stored_clip_keys(self) -> list[str]:
+        if isinstance(self.store_location, Path):
+            return pq.read_table(self.store_location).column("clip_key").to_pylist()
+        sql = f"SELECT clip_key FROM {RESULTS_TABLE}"
+        return [key for (key,) in query(self.store_location, sql)]
+
+
+@pytest.fixture(params=["local-folder-store", "s3-postgresql-store"])
+def place(request, corpus, tmp_path):
+    """The corpus's folder and a results folder, or the production shape: a copy of the
+    corpus on the local S3 server and the results store in the local PostgreSQL."""
     root, _rows = corpus
-    if request.param == "local":
-        return str(root)
+    if request.param == "local-folder-store":
+        return Place(str(root), ResultStore(tmp_path / "store"), tmp_path / "store")
     prefix = f"s3://{request.getfixturevalue('s3_bucket')}/clips"
     for clip in root.iterdir():
-        data = clip.read_bytes()
-        filesystems.write_object(f"{prefix}/{clip.name}", lambda handle, d=data: handle.write(d))
-    return prefix
+        put(f"{prefix}/{clip.name}", clip.read_bytes())
+    url = request.getfixturevalue("pg_url")
+    return Place(prefix, open_store(url), url)
 
 
 def test_a_worker_node_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
-    ray_cluster, corpus, clip_root, tmp_path
+    ray_cluster, corpus, place
 ):
     local_root, rows = corpus
-    config = MaterializeConfig(root=clip_root, max_frames=4, ray_address=ray_cluster.address)
+    config = MaterializeConfig(root=place.clip_root, max_frames=4, ray_address=ray_cluster.address)
     model = prepare_model(config)
     ray_runner = RayRunner(config, model)
 
@@ -88,16 +109,14 @@ def test_a_worker_node_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
             if count == 0:
                 ray_cluster.kill_node("node_b")
 
-    store_dir = tmp_path / "store"
-    clips = {row["src"]: _source(clip_root, row) for row in rows}
+    clips = {row["src"]: _source(place.clip_root, row) for row in rows}
     computed = compute_clips(
-        clips, config, model, runner=kill_node_b_after_the_first_clip, store=ResultStore(store_dir)
+        clips, config, model, runner=kill_node_b_after_the_first_clip, store=place.store
     )
 
     assert {result.status for result in computed.results.values()} == {OK}
     assert ray_runner.stats.retried_clips >= 1
-    stored = pq.read_table(store_dir).column("clip_key").to_pylist()
-    assert sorted(stored) == sorted(clips)
+    assert sorted(place.stored_clip_keys()) == sorted(clips)
     local_clips = {row["src"]: _source(local_root, row) for row in rows}
     local = compute_clips(local_clips, MaterializeConfig(max_frames=4, jobs=1), model).results
     for src, result in computed.results.items():
@@ -105,24 +124,32 @@ def test_a_worker_node_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
         assert math.isclose(result.saliency_var, local[src].saliency_var, abs_tol=TOLERANCE)
 
 
-def test_cli_materialize_on_the_cluster_writes_the_local_table(ray_cluster, corpus, tmp_path):
+def test_actors_start_only_for_clips_the_store_does_not_hold(
+    ray_cluster, corpus, tmp_path, monkeypatch
+):
+    """One clip of eleven to compute on a two-CPU cluster: one actor. None stored: the
+    cluster is not even joined."""
+    from saliency_assets.core.run import ray_runner
+
     root, rows = corpus
-    table = tmp_path / "features.jsonl"
-    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    common = ["materialize", "--input", str(table), "--root", str(root), "--max-frames", "4"]
-    common += ["--results-store", "none"]
+    config = MaterializeConfig(root=root, max_frames=4, ray_address=ray_cluster.address)
+    model = prepare_model(config)
+    clips = {row["src"]: _source(root, row) for row in rows}
+    store = ResultStore(tmp_path / "store")
+    new_clip, *stored_clips = clips
+    keys = result_keys(clips, config, model.sha256)
+    store.save([(keys[src], ClipResult(OK, 0.5, 0.125, None, 4, 64, 48)) for src in stored_clips])
 
-    on_ray = run_cli(
-        *common, "--output", str(tmp_path / "ray.jsonl"), "--ray-address", ray_cluster.address
-    )
-    local = run_cli(*common, "--output", str(tmp_path / "local.jsonl"), "--jobs", "1")
+    one_to_compute = RayRunner(config, model)
+    first = compute_clips(clips, config, model, runner=one_to_compute, store=store)
+    joins = []
+    monkeypatch.setattr(ray_runner, "connect", joins.append)
+    none_to_compute = RayRunner(config, model)
+    again = compute_clips(clips, config, model, runner=none_to_compute, store=store)
 
-    assert on_ray.returncode == 0, on_ray.stderr
-    assert local.returncode == 0, local.stderr
-    ray_rows = _read_jsonl(tmp_path / "ray.jsonl")
-    assert_equal_to_local(
-        ray_rows, {row["src"]: row for row in _read_jsonl(tmp_path / "local.jsonl")}
-    )
+    assert (first.results[new_clip].status, first.reused) == (OK, len(stored_clips))
+    assert one_to_compute.stats.actors_started == 1
+    assert (again.reused, none_to_compute.stats.actors_started, joins) == (len(clips), 0, [])
 
 
 def test_cli_says_ray_is_missing_before_any_work(tmp_path, corpus):
@@ -166,10 +193,6 @@ def _source(root, row):
     from saliency_assets.core.tables.sources import resolve_clip
 
     return resolve_clip(row, MaterializeConfig(root=root))
-
-
-def _read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_gpu_actors_share_a_gpu_and_cpu_actors_ask_for_none(monkeypatch):

@@ -60,25 +60,28 @@ class LocalRayCluster:
         """Start one worker node and wait until it is alive. Nodes start one at a time, and a
         start is retried once: on a loaded machine Ray's fixed 30 s start-up wait can run out."""
         flags = [f"--address={self.address}", "--num-cpus=1", f'--resources={{"{name}": 1}}']
+        # A node killed a moment ago may still be listed alive: only a new node id counts.
+        stale = self.alive_node_ids(name) if name in self.nodes else set()
         for attempt in range(START_ATTEMPTS):
             self._start_node(name, flags)
-            if self._wait_until_alive(name, last_attempt=attempt == START_ATTEMPTS - 1):
+            if self._wait_until_alive(name, stale, last_attempt=attempt == START_ATTEMPTS - 1):
                 return
 
-    def _wait_until_alive(self, name: str, last_attempt: bool) -> bool:
+    def _wait_until_alive(self, name: str, stale: set[str], last_attempt: bool) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.nodes[name].poll() is not None:
                 if last_attempt:
                     self._check_processes()
                 return False
-            if name in self.alive_resources():
+            if self.alive_node_ids(name) - stale:
                 return True
             time.sleep(1.0)
         raise AssertionError(f"Ray worker node {name} did not join within {START_TIMEOUT_S} s")
 
-    def alive_resources(self) -> set[str]:
-        """Names of the worker nodes the cluster lists as alive (this process joins it once)."""
+    def alive_node_ids(self, name: str) -> set[str]:
+        """Ids of the nodes holding resource ``name`` that the cluster lists as alive (this
+        process joins the cluster once)."""
         import ray
 
         if not ray.is_initialized():
@@ -86,8 +89,9 @@ class LocalRayCluster:
                 ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
             except ConnectionError:  # the head is still starting (a loaded machine): ask again
                 return set()
-        alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-        return {name for name in self.worker_names if any(name in found for found in alive)}
+        return {
+            node["NodeID"] for node in ray.nodes() if node["Alive"] and name in node["Resources"]
+        }
 
     def ensure_workers(self) -> None:
         """Restart any worker node a test killed."""
