@@ -4,6 +4,7 @@ columns, and the comparison asset's correlations and scatter plot."""
 
 import base64
 
+import dagster as dg
 import pandas as pd
 import pytest
 from dagster_support import (
@@ -18,6 +19,9 @@ from dagster_support import (
 )
 from support.small_models import write_brightness_model
 
+from saliency_assets.defs.corpora import load_corpus_tables
+from saliency_assets.defs.factory import effective_config
+from saliency_assets.defs.resources import FFmpegDecoder, RayCluster, SaliencyModelResource
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
 
 CLIPS = ("a.mp4", "b.mp4", "c.mp4", "d.mp4")
@@ -73,3 +77,10 @@ def test_two_models_materialize_their_clips_the_table_and_the_comparison(
     svg = base64.b64decode(plot.split("data:image/svg+xml;base64,")[1].split(")")[0])
     assert f">saliency_mean ({DEFAULT_MODEL_NAME})</text>".encode() in svg
     assert b">saliency_mean (bright)</text>" in svg and b"<path d=" in svg
+
+
+def test_a_run_time_model_override_is_refused_for_a_table_of_several_models(defs):
+    [table] = load_corpus_tables()
+    override = SaliencyModelResource(model_path=str(DEFAULT_MODEL_PATH))
+    with pytest.raises(dg.Failure, match="unset the model resource's model_path"):
+        effective_config(table, FFmpegDecoder(), override, RayCluster(), table.spec.models[1])

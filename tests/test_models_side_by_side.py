@@ -60,6 +60,14 @@ def materialize(table, output, clip_dir, *flags):
     )
 
 
+def materialize_both(table, output, clip_dir, bright_model, *flags):
+    """The bundled model and the bright one side by side (exit 1: the missing clip's row)."""
+    models = ("--model-path", str(DEFAULT_MODEL_PATH), "--model-path", str(bright_model))
+    done = materialize(table, output, clip_dir, *models, *flags)
+    assert done.returncode == 1, done.stderr
+    return done
+
+
 def read_jsonl(path):
     return pd.read_json(path, lines=True, precise_float=True)
 
@@ -73,15 +81,8 @@ def test_two_models_give_the_columns_of_each_model_run_alone(
         done = materialize(table, output, clip_dir, "--model-path", str(model_path))
         assert done.returncode == 1, done.stderr  # the missing clip's row
         alone[model_id] = read_jsonl(output)
-    both_output, audit = tmp_path / "both.jsonl", tmp_path / "audit.json"
-    done = materialize(
-        table,
-        both_output,
-        clip_dir,
-        *("--model-path", str(DEFAULT_MODEL_PATH), "--model-path", str(bright_model)),
-        *("--audit-json", str(audit)),
-    )
-    assert done.returncode == 1, done.stderr
+    both_output = tmp_path / "both.jsonl"
+    done = materialize_both(table, both_output, clip_dir, bright_model)
     both = read_jsonl(both_output)
     for model_id, single in alone.items():
         assert set(single.columns) == {"src", "frame", "width", "height", "saliency_error"} | set(
@@ -101,14 +102,8 @@ def test_the_audit_compares_each_pair_over_clips_where_both_are_finite(
     tmp_path, table, clip_dir, bright_model
 ):
     output, audit_path = tmp_path / "both.jsonl", tmp_path / "audit.json"
-    done = materialize(
-        table,
-        output,
-        clip_dir,
-        *("--model-path", str(DEFAULT_MODEL_PATH), "--model-path", str(bright_model)),
-        *("--model-id", "bundled", "--model-id", "bright", "--audit-json", str(audit_path)),
-    )
-    assert done.returncode == 1, done.stderr
+    ids = ("--model-id", "bundled", "--model-id", "bright")
+    materialize_both(table, output, clip_dir, bright_model, *ids, "--audit-json", str(audit_path))
     audit = json.loads(audit_path.read_text())
     assert audit["summary"] == {"total": 9, "ok": 8, "skipped_existing": 0, "failed": 1}
     assert [model["model"]["id"] for model in audit["models"]] == ["bundled", "bright"]
@@ -160,13 +155,8 @@ def test_models_with_one_id_are_refused_naming_both(tmp_path, table, clip_dir, f
 
 
 def test_one_model_id_for_two_model_paths_is_a_usage_error(tmp_path, table, clip_dir, bright_model):
-    done = materialize(
-        table,
-        tmp_path / "out.jsonl",
-        clip_dir,
-        *("--model-path", str(DEFAULT_MODEL_PATH), "--model-path", str(bright_model)),
-        *("--model-id", "only"),
-    )
+    models = ("--model-path", str(DEFAULT_MODEL_PATH), "--model-path", str(bright_model))
+    done = materialize(table, tmp_path / "out.jsonl", clip_dir, *models, "--model-id", "only")
     assert done.returncode == 2
     assert "--model-id is given 1 times for 2 --model-path" in done.stderr
 

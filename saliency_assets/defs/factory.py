@@ -62,8 +62,9 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
         _source_table_asset(table, keys, partitions),
         *(_clip_saliency_asset(table, keys, partitions, model) for model in table.spec.models),
         _enriched_table_asset(table, keys),
-        *(_model_comparison_asset(table, keys) for _ in keys.comparisons),
     ]
+    if keys.comparisons:  # several models
+        assets.append(_model_comparison_asset(table, keys))
     coverage = checks.coverage_check(table, keys.enriched_table, keys.clip_assets)
     jobs, sensors, schedules = table_automation(table, keys, partitions)
     return dg.Definitions(

@@ -78,7 +78,8 @@ def materialize_models(
     log: TextIO = sys.stderr,
 ) -> list[TableRun]:
     """Like :func:`materialize_table`, with each model of ``models`` in turn (its config and
-    columns, its validated choice); one run per model, all holding the written rows."""
+    columns, its validated choice); one run per model, all holding the written rows. A
+    ``runner`` (a test seam) computes every model's clips: give one only with one model."""
     if store == "from-config":
         store = store_for(models[0][0].config, log)
     table = _read_for_engine(input_path, [table_model for table_model, _ in models])
