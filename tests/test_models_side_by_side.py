@@ -13,6 +13,7 @@ from support.small_models import write_brightness_model
 
 from saliency_assets.core.contract.config import MaterializeConfig
 from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.contract.images import scatter_svg
 from saliency_assets.core.contract.manifests import load_manifest
 from saliency_assets.core.contract.model_sets import ModelRef, table_models
 from saliency_assets.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH
@@ -253,3 +254,10 @@ def test_a_model_column_that_is_an_input_column_is_refused():
 def test_an_id_that_cannot_name_a_column_is_refused():
     with pytest.raises(ConfigError, match="model 2 .* cannot name columns"):
         table_models(MaterializeConfig(), [ModelRef(model_id="a"), ModelRef(model_id="b c")])
+
+
+def test_the_scatter_plot_stays_small_however_many_clips_it_shows():
+    values = np.random.default_rng(13).random((2, 150_000))  # KoNViD-150K's clip count
+    svg = scatter_svg(values[0], values[1], "saliency_mean (v1)", "saliency_mean (v2)")
+    assert len(svg) < 300_000
+    assert ">saliency_mean (v1)</text>" in svg and ">saliency_mean (v2)</text>" in svg
