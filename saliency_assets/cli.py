@@ -90,11 +90,20 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="decode through this ffmpeg binary over a pipe (default: in-process PyAV)",
     )
     add("--ffprobe-bin", default=None, help="probe with this ffprobe binary (default: PyAV)")
-    add("--model-path", type=Path, default=None, help="ONNX model (default: the bundled model)")
+    add(
+        "--model-path",
+        type=Path,
+        action="append",
+        default=None,
+        help="ONNX model (default: the bundled model); repeat it to enrich the table with "
+        "several models side by side, each in columns named <column>__<model id>",
+    )
     add(
         "--model-id",
+        action="append",
         default=None,
-        help="model id for rows; without --model-path it selects <id>.onnx from the model path",
+        help="model id for rows; without --model-path it selects <id>.onnx from the model path; "
+        "with several models, one per --model-path (or none: each file's stem)",
     )
     add("--max-frames", type=int, default=DEFAULTS.max_frames)
     add("--frame-samples", type=int, default=DEFAULTS.frame_samples)

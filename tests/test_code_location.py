@@ -8,10 +8,21 @@ import dagster as dg
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("bvi-dvc", "chug", "demo", "konvid-150k", "netflix-public", "youtube-ugc")
+# A table of several models: a clip asset per model and the comparison of the models.
+STUDENTS = "saliency/netflix-public-students"
 EXPECTED_KEYS = sorted(
-    f"saliency/{table}/{asset}"
-    for table in TABLES
-    for asset in ("clip_saliency", "enriched_table", "source_table")
+    [
+        *(
+            f"saliency/{table}/{asset}"
+            for table in TABLES
+            for asset in ("clip_saliency", "enriched_table", "source_table")
+        ),
+        f"{STUDENTS}/source_table",
+        f"{STUDENTS}/clip_saliency_saliency_student_v1",
+        f"{STUDENTS}/clip_saliency_saliency_student_v2",
+        f"{STUDENTS}/enriched_table",
+        f"{STUDENTS}/model_comparison",
+    ]
 )
 
 

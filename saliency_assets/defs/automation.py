@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from saliency_assets.core.decode.clips import ClipSource
 from saliency_assets.core.model.saliency_model import sha256_file
-from saliency_assets.core.run.engine import unique_clips
 from saliency_assets.core.tables import filesystems
 from saliency_assets.core.tables.table_files import read_table
 from saliency_assets.defs.corpora import CorpusTable
@@ -32,6 +31,7 @@ from saliency_assets.defs.partitions import (
     file_stat,
     index_clips,
     partition_changes,
+    table_clips,
     write_clip_index,
 )
 from saliency_assets.defs.storage import TableStorage
@@ -66,7 +66,7 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
     name = f"saliency_{table.name}"
     clips_job = dg.define_asset_job(
         f"{name}_clips",
-        selection=dg.AssetSelection.assets(keys.clip_saliency),
+        selection=dg.AssetSelection.assets(*keys.clip_assets),
         description=f"Compute clip partitions of {table.table_id} (one, or a range by tags).",
     )
     refresh_job = dg.define_asset_job(
@@ -76,14 +76,16 @@ def table_automation(table: CorpusTable, keys, partitions: dg.PartitionsDefiniti
     )
     enrich_job = dg.define_asset_job(
         f"{name}_enrich",
-        selection=dg.AssetSelection.assets(keys.enriched_table),
+        selection=dg.AssetSelection.assets(keys.enriched_table, *keys.comparisons),
         description=f"Write the enriched table of {table.table_id}.",
     )
     sensors = [
         _clip_sensor(table, partitions, refresh_job, clips_job),
         dg.AutomationConditionSensorDefinition(
             f"{name}_automation",
-            target=dg.AssetSelection.assets(keys.clip_saliency, keys.enriched_table),
+            target=dg.AssetSelection.assets(
+                *keys.clip_assets, keys.enriched_table, *keys.comparisons
+            ),
             minimum_interval_seconds=table.options.sensor_interval_s or 30,
             default_status=_default_status(table),
             description=f"Computes missing clip partitions of {table.table_id} in batches of "
@@ -189,7 +191,7 @@ def _table_changed(table, partitions, instance, index: Path) -> TickResult:
     """Re-index the table: partition add/delete requests, and clips changed since last index."""
     previous = _indexed_stats(index)
     sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
-    clips = index_clips(table, unique_clips(read_table(table.spec.input).rows, table.spec.config))
+    clips = index_clips(table, table_clips(table, read_table(table.spec.input).rows))
     write_clip_index(index, clips)
     changed = [
         (clip.shard if sharded else clip.partition_key, clip.stat)

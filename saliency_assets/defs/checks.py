@@ -8,11 +8,16 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from saliency_assets.core.contract.provenance import build_run_provenance, describe_path, utc_now
+from saliency_assets.core.contract.provenance import (
+    build_run_provenance,
+    describe_models,
+    describe_path,
+    utc_now,
+)
 from saliency_assets.core.contract.signal_audit import MIN_FINITE_SHARE, ColumnSignal, audit_signal
 from saliency_assets.core.contract.statuses import FAILURE_STATUSES
 from saliency_assets.core.model.clip_saliency import ClipResult
-from saliency_assets.core.run.table_run import TableRun
+from saliency_assets.core.run.table_run import TableRun, combined_summary
 from saliency_assets.core.tables.table_files import TableError, read_table
 from saliency_assets.defs.corpora import CorpusTable
 from saliency_assets.defs.storage import TableStorage
@@ -82,12 +87,16 @@ def batch_status_result(
     return contract_result(failures, allow_row_failures, metadata)
 
 
-def status_contract_result(run: TableRun, allow_row_failures: bool) -> dg.AssetCheckResult:
-    failures = failed_rows(run)
+def status_contract_result(runs: list[TableRun], allow_row_failures: bool) -> dg.AssetCheckResult:
+    """The table's contract over every model's rows (a failed row names its model when the
+    table has several)."""
+    failures = {}
+    for run in runs:
+        model = "" if len(runs) == 1 else f" [{run.model.model_id}]"
+        failures.update({label + model: reason for label, reason in failed_rows(run).items()})
+    summary = combined_summary(runs)
     return contract_result(
-        failures,
-        allow_row_failures,
-        {**run.outcome.summary.to_json(), **_status_counts(run.outcome.summary.statuses)},
+        failures, allow_row_failures, {**summary.to_json(), **_status_counts(summary.statuses)}
     )
 
 
@@ -126,16 +135,18 @@ def provenance_result(provenance: dict[str, Any]) -> dg.AssetCheckResult:
 
 
 def coverage_check(
-    table: CorpusTable, asset_key: dg.AssetKey, clips_key: dg.AssetKey
+    table: CorpusTable, asset_key: dg.AssetKey, clip_keys: list[dg.AssetKey]
 ) -> dg.AssetChecksDefinition:
-    """Every clip of the table has a materialized clip_saliency partition; runnable on its own."""
+    """Every clip of the table has a materialized partition of every clip asset (one per
+    model); runnable on its own."""
     sharded = table.options.partitioning == "shards"
 
     @dg.asset_check(
         asset=asset_key,
         name=COVERAGE,
         description="Every unique clip of the table has a materialized clip_saliency partition "
-        "(clips without one were computed by enriched_table itself, outside Dagster's view).",
+        "for every model (clips without one were computed by enriched_table itself, outside "
+        "Dagster's view).",
     )
     def coverage(context) -> dg.AssetCheckResult:  # an AssetCheckExecutionContext
         index = TableStorage.for_table(table, context.instance).clip_index
@@ -144,10 +155,10 @@ def coverage_check(
                 passed=False,
                 description=f"no clip index at {index}: materialize source_table first",
             )
-        done = context.instance.get_materialized_partitions(clips_key)
+        done = [context.instance.get_materialized_partitions(key) for key in clip_keys]
         column = "shard" if sharded else "partition_key"
         partitions = pq.read_table(index, columns=[column]).column(column).to_pylist()
-        missing = [key for key in partitions if key not in done]
+        missing = [key for key in partitions if not all(key in each for each in done)]
         return dg.AssetCheckResult(
             passed=not missing,
             severity=dg.AssetCheckSeverity.WARN,
@@ -165,9 +176,15 @@ def coverage_check(
 
 
 def run_provenance_for(
-    table: CorpusTable, run: TableRun, context: dg.AssetExecutionContext
+    table: CorpusTable, runs: list[TableRun], context: dg.AssetExecutionContext
 ) -> dict[str, Any]:
-    config = run.config
+    run, models = runs[0], [each.model for each in runs]
+    # Several models: each one's effective config (they differ in the model and its columns).
+    configs = (
+        {"config": run.config.to_json()}
+        if len(runs) == 1
+        else {"configs": {each.model.model_id: each.config.to_json() for each in runs}}
+    )
     return build_run_provenance(
         ENTRYPOINT,
         argv=[],
@@ -175,17 +192,18 @@ def run_provenance_for(
             "table_id": table.table_id,
             "manifest": str(table.manifest.path),
             "dagster_run_id": context.run.run_id,
-            "config": config.to_json(),
+            **configs,
         },
         inputs={
             "input": describe_path(run.input),
-            "model_path": describe_path(run.model.path),
-            "root": describe_path(config.root),
+            **describe_models(models),
+            "root": describe_path(run.config.root),
             "manifest": describe_path(table.manifest.path),
         },
         outputs={"output": describe_path(run.output)},
         model=run.model,
         started_at=utc_now(),
+        all_models=models,
     )
 
 
@@ -194,6 +212,9 @@ def signal_check(table: CorpusTable, asset_key: dg.AssetKey) -> dg.AssetChecksDe
     share >= 80 % and spread > 0; WARN otherwise) and correlates with the manifest's
     ``target_column`` this much (Pearson, Spearman), read back from the written table."""
     target = table.spec.target_column
+    columns = [
+        column for model in table.spec.models for column in (model.values.mean, model.values.var)
+    ]
 
     @dg.asset_check(
         asset=asset_key,
@@ -208,7 +229,7 @@ def signal_check(table: CorpusTable, asset_key: dg.AssetKey) -> dg.AssetChecksDe
             return dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(error)
             )
-        signals = audit_signal(rows, target)
+        signals = audit_signal(rows, target, columns)
         unpaired = target is not None and not any(column.pairs for column in signals)
         return dg.AssetCheckResult(
             passed=all(column.covered for column in signals),

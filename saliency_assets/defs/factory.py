@@ -4,8 +4,14 @@
 ``saliency/<table>/clip_saliency`` computes a batch of clips per run through the core engine and
 persists each result in the table's results store; ``saliency/<table>/enriched_table`` joins the
 results back onto every row and writes the output table and its audit exactly as the CLI does.
+
+A table that names several models gets one clip asset per model,
+``saliency/<table>/clip_saliency_<model id>``, on the same clip partitions (and the same results
+store: a result's key holds the model's sha256), an enriched table carrying every model's
+columns, and ``saliency/<table>/model_comparison``: how each pair of models agrees, clip by clip.
 """
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -13,16 +19,17 @@ from pathlib import Path
 import dagster as dg
 
 from saliency_assets.core.contract.config import MaterializeConfig, results_store_scheme
-from saliency_assets.core.contract.statuses import OK
+from saliency_assets.core.contract.model_comparison import compare_models
+from saliency_assets.core.contract.model_sets import TableModel
 from saliency_assets.core.model.saliency_model import sha256_file
-from saliency_assets.core.run.engine import compute_clips, unique_clips
+from saliency_assets.core.run.engine import compute_clips
 from saliency_assets.core.run.results_store import (
     ClipResultStore,
     ResultStore,
     settings_digest,
     store_for,
 )
-from saliency_assets.core.run.table_run import audit_record, materialize_table, write_audit
+from saliency_assets.core.run.table_run import materialize_models, table_audit_record, write_audit
 from saliency_assets.core.tables import filesystems
 from saliency_assets.core.tables.table_files import read_table
 from saliency_assets.defs import checks, clip_events, metadata
@@ -34,6 +41,7 @@ from saliency_assets.defs.partitions import (
     index_clips,
     partitions_def,
     sync_partitions,
+    table_clips,
     write_clip_index,
 )
 from saliency_assets.defs.resources import FFmpegDecoder, RayCluster, SaliencyModelResource
@@ -52,10 +60,12 @@ def corpus_table_defs(table: CorpusTable) -> dg.Definitions:
     partitions = partitions_def(table)
     assets = [
         _source_table_asset(table, keys, partitions),
-        _clip_saliency_asset(table, keys, partitions),
+        *(_clip_saliency_asset(table, keys, partitions, model) for model in table.spec.models),
         _enriched_table_asset(table, keys),
     ]
-    coverage = checks.coverage_check(table, keys.enriched_table, keys.clip_saliency)
+    if keys.comparisons:  # several models
+        assets.append(_model_comparison_asset(table, keys))
+    coverage = checks.coverage_check(table, keys.enriched_table, keys.clip_assets)
     jobs, sensors, schedules = table_automation(table, keys, partitions)
     return dg.Definitions(
         assets=assets,
@@ -71,17 +81,40 @@ class TableKeys:
 
     def __init__(self, table: CorpusTable) -> None:
         prefix = ["saliency", table.table_id]
+        models = table.spec.models
         self.source_table = dg.AssetKey([*prefix, "source_table"])
-        self.clip_saliency = dg.AssetKey([*prefix, "clip_saliency"])
+        # One model: clip_saliency, as ever; several: clip_saliency_<model name> each.
+        self.clip_saliency_by_model = {
+            model.model_id: dg.AssetKey(
+                [*prefix, "clip_saliency" if len(models) == 1 else f"clip_saliency_{model.name}"]
+            )
+            for model in models
+        }
+        self.clip_assets = list(self.clip_saliency_by_model.values())
         self.enriched_table = dg.AssetKey([*prefix, "enriched_table"])
+        self.comparisons = [dg.AssetKey([*prefix, "model_comparison"])] if len(models) > 1 else []
         self.group = f"saliency_{table.name}"
 
 
 def effective_config(
-    table: CorpusTable, decoder: FFmpegDecoder, model: SaliencyModelResource, ray: RayCluster
+    table: CorpusTable,
+    decoder: FFmpegDecoder,
+    model: SaliencyModelResource,
+    ray: RayCluster,
+    table_model: TableModel | None = None,
 ) -> MaterializeConfig:
-    """The manifest config with the run's decoder, model and cluster overrides applied."""
-    return ray.apply(model.apply(decoder.apply(table.spec.config)))
+    """The manifest config (of ``table_model``, one of the table's models; default: its only
+    one) with the run's decoder, model and cluster overrides applied. A table of several models
+    takes its models from the manifest: a model override would make them all one model."""
+    several = len(table.spec.models) > 1
+    if several and (model.model_path or model.model_id):
+        raise dg.Failure(
+            description=f"table {table.table_id!r} compares {len(table.spec.models)} models "
+            "named in its manifest; unset the model resource's model_path/model_id, which "
+            "would replace every one of them"
+        )
+    config = (table_model or table.spec.models[0]).config
+    return ray.apply(model.apply(decoder.apply(config)))
 
 
 def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.AssetsDefinition:
@@ -96,7 +129,7 @@ def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.A
     def source_table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         storage = TableStorage.for_table(table, context.instance)
         rows = read_table(_existing(table.spec.input, "input table")).rows
-        clips = index_clips(table, unique_clips(rows, table.spec.config))
+        clips = index_clips(table, table_clips(table, rows))
         write_clip_index(storage.clip_index, clips)
         added, removed = 0, 0
         if isinstance(partitions, dg.DynamicPartitionsDefinition):
@@ -123,7 +156,11 @@ def _source_table_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.A
     return source_table
 
 
-def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.AssetsDefinition:
+def _clip_saliency_asset(
+    table: CorpusTable, keys: TableKeys, partitions, table_model: TableModel
+) -> dg.AssetsDefinition:
+    asset_key = keys.clip_saliency_by_model[table_model.model_id]
+    several = len(keys.clip_assets) > 1
     per_run = table.options.clips_per_run
     policy = (
         dg.BackfillPolicy.multi_run(max_partitions_per_run=per_run)
@@ -136,7 +173,7 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
     # clip's value depends on its own bytes, the model and the settings, so a changed table
     # must not make every clip stale.
     spec = dg.AssetSpec(
-        keys.clip_saliency,
+        asset_key,
         group_name=keys.group,
         partitions_def=partitions,
         automation_condition=clip_condition(),
@@ -145,6 +182,7 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
         kinds={"onnx", "ffmpeg"},
         tags=_availability_tags(table),
         description=_unavailable_note(table)
+        + (f"Model {table_model.model_id}: " if several else "")
         + "Per-clip saliency, computed in batches and kept in the results store. "
         "Each partition carries its clip's status, values and a data version (a digest of the "
         "clip's bytes fingerprint, the model and the settings).",
@@ -156,20 +194,20 @@ def _clip_saliency_asset(table: CorpusTable, keys: TableKeys, partitions) -> dg.
         model: SaliencyModelResource,
         ray: RayCluster,
     ):
-        yield from compute_clip_batch(
-            table, context, effective_config(table, decoder, model, ray), model
-        )
+        config = effective_config(table, decoder, model, ray, table_model)
+        yield from compute_clip_batch(table, context, config, model, asset_key)
 
     # backfill_policy= is a BetaWarning in 1.13; the multi-run policy is what we want.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         decorate = dg.multi_asset(
-            name=f"saliency_{table.name}_clip_saliency",
+            name=f"saliency_{table.name}_clip_saliency"
+            + (f"_{table_model.name}" if several else ""),
             specs=[spec],
             partitions_def=partitions,
             backfill_policy=policy,
             pool=MODEL_POOL,
-            check_specs=[checks.batch_status_spec(keys.clip_saliency)],
+            check_specs=[checks.batch_status_spec(asset_key)],
         )
         return decorate(clip_saliency)
 
@@ -179,10 +217,11 @@ def compute_clip_batch(
     context: dg.AssetExecutionContext,
     config: MaterializeConfig,
     model_resource: SaliencyModelResource,
+    asset_key: dg.AssetKey,
 ):
     """Compute the run's clip partitions (a key, a range, or shards) into the results store,
-    then log each partition's own materialization and the batch's status check."""
-    keys = TableKeys(table)
+    then log each partition's own materialization (of ``asset_key``, the model's clip asset)
+    and the batch's status check."""
     model = model_resource.choice(config)
     storage = TableStorage.for_table(table, context.instance)
     sharded = table.options.partitioning == "shards"
@@ -199,9 +238,7 @@ def compute_clip_batch(
         store=_results_store(config, storage),
     )
     seconds = time.monotonic() - started
-    shared = clip_events.BatchContext(
-        keys.clip_saliency, model, settings_digest(config), CLIP_CODE_VERSION
-    )
+    shared = clip_events.BatchContext(asset_key, model, settings_digest(config), CLIP_CODE_VERSION)
     events = list(_partition_events(batch, computed, shared, context.partition_keys, sharded))
     yield from clip_events.batched(context, events)
     context.log.info(
@@ -253,7 +290,7 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
     @dg.asset(
         key=keys.enriched_table,
         group_name=keys.group,
-        deps=[keys.source_table, keys.clip_saliency],
+        deps=[keys.source_table, *keys.clip_assets],
         automation_condition=enriched_condition(),
         pool=MODEL_POOL,
         check_specs=checks.table_check_specs(keys.enriched_table),
@@ -268,28 +305,32 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         model: SaliencyModelResource,
         ray: RayCluster,
     ) -> dg.MaterializeResult:
-        config = effective_config(table, decoder, model, ray)
-        chosen = model.choice(config)
+        models = [
+            dataclasses.replace(
+                table_model, config=effective_config(table, decoder, model, ray, table_model)
+            )
+            for table_model in table.spec.models
+        ]
+        chosen = [(table_model, model.choice(table_model.config)) for table_model in models]
         storage = TableStorage.for_table(table, context.instance)
-        store = _results_store(config, storage)
+        store = _results_store(models[0].config, storage)
         input_path = _existing(table.spec.input, "input table")
-        run = materialize_table(input_path, table.spec.output, config, chosen, store=store)
-        provenance = checks.run_provenance_for(table, run, context)
+        runs = materialize_models(input_path, table.spec.output, chosen, store=store)
+        provenance = checks.run_provenance_for(table, runs, context)
         if table.spec.audit_json is not None:
             write_audit(
                 table.spec.audit_json,
-                audit_record(
-                    run,
+                table_audit_record(
+                    runs,
                     table_id=table.table_id,
                     batch_manifest=str(table.manifest.path),
                     run_provenance=provenance,
                 ),
             )
-        samples = [row for row in run.outcome.rows if row.get(config.status_column) == OK]
         return dg.MaterializeResult(
-            metadata=metadata.table_metadata(run, samples, config, chosen, storage.thumbnails),
+            metadata=metadata.table_metadata(runs, storage.thumbnails),
             check_results=[
-                checks.status_contract_result(run, table.options.allow_row_failures),
+                checks.status_contract_result(runs, table.options.allow_row_failures),
                 checks.provenance_result(provenance),
             ],
             # The written table's content: a rerun that writes the same bytes keeps it.
@@ -297,6 +338,35 @@ def _enriched_table_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefin
         )
 
     return enriched_table
+
+
+def _model_comparison_asset(table: CorpusTable, keys: TableKeys) -> dg.AssetsDefinition:
+    models = table.spec.models
+    ids = ", ".join(model.model_id for model in models)
+
+    @dg.asset(
+        key=keys.comparisons[0],
+        group_name=keys.group,
+        deps=[keys.enriched_table],
+        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"python"},
+        description=_unavailable_note(table)
+        + f"How each pair of the models {ids} agrees, clip by clip (one row per clip of the "
+        "enriched table, where both have a finite value): Pearson and Spearman correlation of "
+        "saliency_mean and saliency_var, and a scatter plot of saliency_mean.",
+        tags=_availability_tags(table),
+    )
+    def model_comparison() -> dg.MaterializeResult:
+        path_column = table.spec.config.path_column
+        columns = {path_column} | {
+            column for model in models for column in (model.values.mean, model.values.var)
+        }
+        output = _existing(table.spec.output, "enriched table")
+        rows = read_table(output, row_columns=columns).rows
+        pairs = compare_models(rows, path_column, [(m.model_id, m.values) for m in models])
+        return dg.MaterializeResult(metadata=metadata.comparison_metadata(pairs))
+
+    return model_comparison
 
 
 def _unavailable_note(table: CorpusTable) -> str:

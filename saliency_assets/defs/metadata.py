@@ -12,11 +12,14 @@ import dagster as dg
 import numpy as np
 
 from saliency_assets.core.contract.config import MaterializeConfig
-from saliency_assets.core.contract.images import encode_png, heatmap_thumbnail
+from saliency_assets.core.contract.images import encode_png, heatmap_thumbnail, histogram_svg
+from saliency_assets.core.contract.model_comparison import ModelPair
+from saliency_assets.core.contract.model_sets import COLUMN_SEPARATOR
+from saliency_assets.core.contract.statuses import OK
 from saliency_assets.core.model.clip_saliency import ClipJob, ClipResult, clip_map
 from saliency_assets.core.model.saliency_model import ModelChoice, SaliencyModel
 from saliency_assets.core.run.results_store import result_keys
-from saliency_assets.core.run.table_run import TableRun
+from saliency_assets.core.run.table_run import TableRun, combined_summary
 from saliency_assets.core.tables.rows import MEAN_COLUMN
 from saliency_assets.core.tables.sources import Unresolved, clip_key, resolve_clip
 from saliency_assets.core.tables.table_files import atomic_write
@@ -59,31 +62,50 @@ def status_counts(results: Iterable[ClipResult]) -> dict[str, int]:
     return {f"status/{status}": count for status, count in sorted(statuses.items())}
 
 
-def table_metadata(
-    run: TableRun,
-    ok_rows: list[dict[str, Any]],
-    config: MaterializeConfig,
-    model: ModelChoice,
-    thumbnails: Path,
-) -> dict[str, Any]:
-    means = np.array([row[MEAN_COLUMN] for row in ok_rows], dtype=np.float64)
+def table_metadata(runs: list[TableRun], thumbnails: Path) -> dict[str, Any]:
+    """The written table (its counters over every model), and each model's figures, histogram
+    and thumbnails: under their usual names with one model, ``<name>__<model id>`` with
+    several."""
+    first = runs[0]
+    summary = combined_summary(runs).to_json()
+    failed_share = summary["failed"] / summary["total"] if summary["total"] else 0.0
+    shared = {
+        "path": dg.MetadataValue.path(str(first.output)),
+        "dagster/row_count": summary["total"],
+        "dagster/column_schema": column_schema(first.outcome.rows),
+        **summary,
+        "failed_share": dg.MetadataValue.float(failed_share),
+        "unique_clips": first.outcome.clips,
+    }
+    if len(runs) == 1:
+        return {**shared, **model_table_metadata(first, thumbnails)}
     return {
-        "path": dg.MetadataValue.path(str(run.output)),
-        "dagster/row_count": run.summary["total"],
-        "dagster/column_schema": column_schema(run.outcome.rows),
-        **run.summary,
-        **drift_figures(means, run.summary),
-        "unique_clips": run.outcome.clips,
+        **shared,
+        **{
+            f"{name}{COLUMN_SEPARATOR}{run.model.model_id}": value
+            for run in runs
+            for name, value in model_table_metadata(run, thumbnails).items()
+        },
+    }
+
+
+def model_table_metadata(run: TableRun, thumbnails: Path) -> dict[str, Any]:
+    """One model's part of the table: its value figures, histogram and thumbnails."""
+    config, model = run.config, run.model
+    ok_rows = [row for row in run.outcome.rows if row.get(config.status_column) == OK]
+    means = np.array([row[run.values.mean] for row in ok_rows], dtype=np.float64)
+    return {
+        **drift_figures(means),
         "model_id": model.model_id,
         "model_sha256": model.sha256,
         "saliency_mean_histogram": dg.MetadataValue.md(histogram_markdown(means)),
         "saliency_map_thumbnails": dg.MetadataValue.md(
-            thumbnails_markdown(ok_rows, config, model, thumbnails)
+            thumbnails_markdown(ok_rows, config, model, thumbnails, run.values.mean)
         ),
     }
 
 
-def drift_figures(means: np.ndarray, summary: dict[str, int]) -> dict[str, dg.MetadataValue]:
+def drift_figures(means: np.ndarray) -> dict[str, dg.MetadataValue]:
     """Floats, so the UI's Plots tab tracks them across materializations."""
     quantiles = np.quantile(means, [0.1, 0.5, 0.9]) if means.size else [0.0, 0.0, 0.0]
     figures = {
@@ -91,9 +113,28 @@ def drift_figures(means: np.ndarray, summary: dict[str, int]) -> dict[str, dg.Me
         "saliency_mean_median": float(quantiles[1]),
         "saliency_mean_p10": float(quantiles[0]),
         "saliency_mean_p90": float(quantiles[2]),
-        "failed_share": summary["failed"] / summary["total"] if summary["total"] else 0.0,
     }
     return {name: dg.MetadataValue.float(value) for name, value in figures.items()}
+
+
+def comparison_metadata(pairs: list[ModelPair]) -> dict[str, Any]:
+    """Per pair of models, ``<a> vs <b>/<column>/{pearson,spearman,clips}`` (correlations as
+    floats, for the Plots tab; left out when undefined) and a scatter plot of saliency_mean."""
+    metadata: dict[str, Any] = {"pairs": len(pairs)}
+    for pair in pairs:
+        for column, agreement in pair.agreements.items():
+            prefix = f"{pair.label}/{column}"
+            metadata[f"{prefix}/clips"] = agreement.clips
+            for name in ("pearson", "spearman"):
+                value = getattr(agreement, name)
+                if value is not None:
+                    metadata[f"{prefix}/{name}"] = dg.MetadataValue.float(value)
+        svg = base64.b64encode(pair.scatter_svg().encode("utf-8")).decode("ascii")
+        metadata[f"{pair.label}/scatter"] = dg.MetadataValue.md(
+            f"![{pair.label}](data:image/svg+xml;base64,{svg})\n\n"
+            f"{pair.agreements[MEAN_COLUMN].clips} clips with both values"
+        )
+    return metadata
 
 
 def column_schema(rows: list[dict[str, Any]]) -> dg.TableSchema:
@@ -128,42 +169,16 @@ def histogram_markdown(values: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def histogram_svg(counts: np.ndarray) -> str:
-    """Bars over [0, 1] with x ticks, and both axes named (x: saliency_mean, y: rows)."""
-    left, bottom, width, height = 48, 150, 400, 120
-    tallest = max(int(counts.max()), 1)
-    bar_width = width / len(counts)
-    parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" width="470" height="190" '
-        'font-family="sans-serif" font-size="11">',
-        f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="#444"/>',
-        f'<line x1="{left}" y1="{bottom}" x2="{left}" y2="{bottom - height}" stroke="#444"/>',
-        f'<text x="{left - 6}" y="{bottom - height + 4}" text-anchor="end">{tallest}</text>',
-        f'<text x="{left - 6}" y="{bottom}" text-anchor="end">0</text>',
-        f'<text x="{left + width / 2}" y="{bottom + 34}" text-anchor="middle">saliency_mean</text>',
-        f'<text x="12" y="{bottom - height / 2}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {bottom - height / 2})">rows</text>',
-    ]
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = left + tick * width
-        parts.append(f'<text x="{x}" y="{bottom + 16}" text-anchor="middle">{tick:g}</text>')
-    for index, count in enumerate(counts):
-        bar = height * int(count) / tallest
-        x = left + index * bar_width + 1
-        parts.append(
-            f'<rect x="{x:.1f}" y="{bottom - bar:.1f}" width="{bar_width - 2:.1f}" '
-            f'height="{bar:.1f}" fill="#3a7bd5"/>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def thumbnails_markdown(
-    ok_rows: list[dict[str, Any]], config: MaterializeConfig, model: ModelChoice, cache: Path
+    ok_rows: list[dict[str, Any]],
+    config: MaterializeConfig,
+    model: ModelChoice,
+    cache: Path,
+    mean_column: str = MEAN_COLUMN,
 ) -> str:
     """Temporally reduced saliency maps of a few sample clips, with their values. Each map is
     made once per clip result (cached under the result key's digest), not on every run."""
-    samples = _sample_clips(ok_rows, config)
+    samples = _sample_clips(ok_rows, config, mean_column)
     if not samples:
         return "_no ok clips_"
     renderer = _MapRenderer(config, model)
@@ -208,12 +223,14 @@ def _cached_thumbnail(cache: Path, source, config, model: ModelChoice, renderer)
     return png
 
 
-def _sample_clips(ok_rows: list[dict[str, Any]], config: MaterializeConfig) -> list:
+def _sample_clips(
+    ok_rows: list[dict[str, Any]], config: MaterializeConfig, mean_column: str
+) -> list:
     samples = {}
     for row in ok_rows:
         source = resolve_clip(row, config)
         if not isinstance(source, Unresolved):
-            samples.setdefault(str(source.path), (source, float(row[MEAN_COLUMN])))
+            samples.setdefault(str(source.path), (source, float(row[mean_column])))
         if len(samples) == THUMBNAIL_CLIPS:
             break
     return list(samples.values())

@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -75,6 +76,14 @@ def unescape_key_part(text: str) -> str:
 def shard_of(clip_key: str, shards: int) -> str:
     digest = int(hashlib.sha1(clip_key.encode("utf-8")).hexdigest(), 16)
     return shard_name(digest % shards, shards)
+
+
+def table_clips(table: CorpusTable, rows: Iterable[dict[str, Any]]) -> dict[str, ClipSource]:
+    """The table's unique clips: every clip some row still needs from one of its models."""
+    from saliency_assets.core.run.engine import unique_clips
+
+    values = [model.values for model in table.spec.models]
+    return unique_clips(rows, table.spec.config, values)
 
 
 def index_clips(table: CorpusTable, clips: dict[str, ClipSource]) -> list[IndexedClip]:
@@ -158,7 +167,6 @@ def clips_of_partitions(
 ) -> list[IndexedClip]:
     """The clips of the run's partitions, from the stored index (rebuilt from the raw table
     when it lacks a requested clip); a key that names no clip of the table is an error."""
-    from saliency_assets.core.run.engine import unique_clips
     from saliency_assets.core.tables.table_files import read_table
 
     column = "shard" if sharded else "partition_key"
@@ -166,7 +174,7 @@ def clips_of_partitions(
         clips = read_clip_index(index_path, partition_keys, sharded)
         if sharded or not _unknown_keys(clips, partition_keys):
             return clips
-    indexed = index_clips(table, unique_clips(read_table(table.spec.input).rows, table.spec.config))
+    indexed = index_clips(table, table_clips(table, read_table(table.spec.input).rows))
     write_clip_index(index_path, indexed)
     wanted = set(partition_keys)
     clips = [clip for clip in indexed if getattr(clip, column) in wanted]

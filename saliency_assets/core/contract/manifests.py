@@ -3,6 +3,11 @@
 Every key is type- and range-checked when the manifest is read, and every table's config is
 built before any table runs, so a typo stops the batch (exit 2) instead of failing rows.
 Relative paths are resolved against ``--base-dir`` or the manifest's folder, then normalised.
+
+``models`` (ours), in ``defaults`` or a table: a list of ``{"model_path", "model_id"}`` objects,
+each naming a model as the single-model keys do; with two or more, the table is enriched with
+each of them, side by side (:mod:`.model_sets`). A table's own model keys win over the
+defaults' ``models``, and its ``models`` over the defaults' model keys.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from saliency_assets.core.contract.config import (
     results_store_scheme,
 )
 from saliency_assets.core.contract.errors import ConfigError
+from saliency_assets.core.contract.model_sets import ModelRef, TableModel, table_models
 from saliency_assets.core.contract.overwrites import (
     LabelledPath,
     config_inputs,
@@ -33,6 +39,8 @@ TABLE_KEYS = ("id", "input", "output", "audit_json", "target_column")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # Per-table keys read by the Dagster layer; the batch command accepts and ignores them.
 DAGSTER_TABLE_KEYS = ("dagster",)
+MODELS_KEY = "models"
+MODEL_KEYS = ("model_path", "model_id")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class TableSpec:
     config: MaterializeConfig
     options: dict[str, Any]
     target_column: str | None = None  # the quality score the signal check correlates with
+    # Every model the table is enriched with: one (today's columns) or several side by side.
+    models: tuple[TableModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,19 +83,20 @@ def load_manifest(path: Path, base_dir: Path | None = None) -> Manifest:
 
 def reject_manifest_overwrites(
     manifest: Manifest,
-    model_paths: dict[str, Path] | None = None,
+    model_paths: dict[str, list[Path]] | None = None,
     reports: list[LabelledPath] = (),
 ) -> None:
     """ConfigError when any table's output, audit or store, or a report, would write over the
-    manifest, any table's input or model (``model_paths`` by table id, else the configured
-    ``model_path``), or another output. Chaining tables through a file is refused too: a rerun
-    would overwrite the later table's input."""
+    manifest, any table's input or models (``model_paths`` by table id, else the configured
+    ``model_path`` of each), or another output. Chaining tables through a file is refused too:
+    a rerun would overwrite the later table's input."""
     inputs: list[LabelledPath] = [("manifest", manifest.path)]
     outputs = list(reports)
     stores: dict[Path, str] = {}  # one check per folder, however many tables share it
     for table in manifest.tables:
-        model_path = (model_paths or {}).get(table.table_id, table.config.model_path)
-        table_inputs, table_outputs, table_stores = _table_files(table, model_path)
+        configured = [model.config.model_path for model in table.models]
+        table_model_paths = (model_paths or {}).get(table.table_id, configured)
+        table_inputs, table_outputs, table_stores = _table_files(table, table_model_paths)
         inputs += table_inputs
         outputs += table_outputs
         for label, store in table_stores:
@@ -93,13 +104,15 @@ def reject_manifest_overwrites(
     reject_overwrites(inputs, outputs, [(label, store) for store, label in stores.items()])
 
 
-def _table_files(table: TableSpec, model_path: Path | None) -> tuple[list, list, list]:
+def _table_files(table: TableSpec, model_paths: list[Path | None]) -> tuple[list, list, list]:
     """The files one table reads, the files it writes, and its results store."""
 
     def name(key: str) -> str:
         return f"table {table.table_id!r} {key}"
 
-    inputs = [(name("input"), table.input), *config_inputs(table.config, model_path, name)]
+    first, *others = model_paths or [None]
+    inputs = [(name("input"), table.input), *config_inputs(table.config, first, name)]
+    inputs += [(name("model_path"), Path(path)) for path in others if path is not None]
     outputs = [(name("output"), table.output), (name("audit_json"), table.audit_json)]
     return inputs, outputs, config_stores(table.config, name)
 
@@ -120,7 +133,7 @@ def _defaults(document: dict[str, Any]) -> dict[str, Any]:
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError("manifest defaults must be an object")
-    unknown = sorted(set(defaults) - set(CONFIG_FIELDS) - set(DAGSTER_TABLE_KEYS))
+    unknown = sorted(set(defaults) - set(CONFIG_FIELDS) - set(DAGSTER_TABLE_KEYS) - {MODELS_KEY})
     if unknown:
         raise ConfigError(f"unknown default keys: {unknown}")
     return defaults
@@ -130,7 +143,7 @@ def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> Tabl
     where = f"table entry {index}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be an object")
-    allowed = set(CONFIG_FIELDS) | set(TABLE_KEYS) | set(DAGSTER_TABLE_KEYS)
+    allowed = set(CONFIG_FIELDS) | set(TABLE_KEYS) | set(DAGSTER_TABLE_KEYS) | {MODELS_KEY}
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ConfigError(f"unknown keys in {where}: {unknown}")
@@ -138,13 +151,18 @@ def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> Tabl
     if not table_id:
         raise ConfigError(f"{where} is missing non-empty id")
     where = f"table {table_id!r} ({where})"
+    models_value, defaults = _models_setting(defaults, entry, where)
     merged = {**defaults, **{k: v for k, v in entry.items() if k in CONFIG_FIELDS}}
     merged.pop("dagster", None)
+    merged.pop(MODELS_KEY, None)
     for name in PATH_FIELDS:
         merged[name] = _resolved(merged.get(name), base, where, name)
     if _is_store_folder(merged.get("results_store")):
         merged["results_store"] = _resolved(merged["results_store"], base, where, "results_store")
     config = config_from_mapping(merged, where)
+    models = table_models(config, _model_refs(models_value, base, where), where)
+    if len(models) == 1:  # one model: the table's config is that model's, as without models
+        config = models[0].config
     options = {**(defaults.get("dagster") or {}), **(entry.get("dagster") or {})}
     return TableSpec(
         table_id=table_id,
@@ -154,7 +172,48 @@ def _table(index: int, entry: Any, defaults: dict[str, Any], base: Path) -> Tabl
         config=config,
         options=options,
         target_column=_target_column(entry.get("target_column"), where),
+        models=models,
     )
+
+
+def _models_setting(
+    defaults: dict[str, Any], entry: dict[str, Any], where: str
+) -> tuple[Any, dict[str, Any]]:
+    """The ``models`` value that applies to the table (None: its single model), and the
+    defaults without the model keys the table's own keys replace."""
+    for keys, place in ((entry, where), (defaults, "manifest defaults")):
+        if MODELS_KEY in keys and any(key in keys for key in MODEL_KEYS):
+            raise ConfigError(
+                f"{place}: give either models or model_path/model_id, not both (models names "
+                "every model, each with its own model_path and model_id)"
+            )
+    if MODELS_KEY in entry:
+        return entry[MODELS_KEY], {k: v for k, v in defaults.items() if k not in MODEL_KEYS}
+    if any(key in entry for key in MODEL_KEYS):
+        return None, {k: v for k, v in defaults.items() if k != MODELS_KEY}
+    return defaults.get(MODELS_KEY), defaults
+
+
+def _model_refs(value: Any, base: Path, where: str) -> list[ModelRef]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: models must be a non-empty list of objects, got {value!r}")
+    return [_model_ref(item, number, base, where) for number, item in enumerate(value, start=1)]
+
+
+def _model_ref(item: Any, number: int, base: Path, where: str) -> ModelRef:
+    place = f"{where} models entry {number}"
+    if not isinstance(item, dict) or not item:
+        raise ConfigError(f"{place} must be an object with model_path and/or model_id")
+    unknown = sorted(set(item) - set(MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{place}: unknown keys {unknown} (use model_path, model_id)")
+    model_id = item.get("model_id")
+    if model_id is not None and (not isinstance(model_id, str) or not model_id.strip()):
+        raise ConfigError(f"{place}: model_id must be a non-empty string, got {model_id!r}")
+    path = _resolved(item.get("model_path"), base, place, "model_path")
+    return ModelRef(None if path is None else Path(path), model_id)
 
 
 def _target_column(value: Any, where: str) -> str | None:

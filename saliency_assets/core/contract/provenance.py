@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,20 +55,37 @@ def build_run_provenance(
     outputs: dict[str, Any],
     model: ModelChoice,
     started_at: dt.datetime,
+    all_models: Sequence[ModelChoice] = (),
 ) -> dict[str, Any]:
-    """The provenance record; ``args`` are normalised to JSON values."""
-    return {
+    """The provenance record; ``args`` are normalised to JSON values. ``model`` is the run's
+    (first) model; a run of several models lists each in ``models`` too."""
+    record = {
         "schema": PROVENANCE_SCHEMA,
         "entrypoint": describe_path(PACKAGE_ROOT / entrypoint),
         "argv": [str(item) for item in argv],
         "args": {name: json_value(value) for name, value in sorted(args.items())},
         "inputs": inputs,
         "outputs": outputs,
-        "model": {"id": model.model_id, "path": _display_path(model.path), "sha256": model.sha256},
+        "model": _model_record(model),
         "versions": package_versions(),
         "started_at": _timestamp(started_at),
         "finished_at": _timestamp(utc_now()),
     }
+    if len(all_models) > 1:
+        record["models"] = [_model_record(each) for each in all_models]
+    return record
+
+
+def describe_models(models: Sequence[ModelChoice]) -> dict[str, Any]:
+    """The provenance inputs naming the model files: ``model_path``, or one per model of
+    several, ``model_path__<model id>``."""
+    if len(models) == 1:
+        return {"model_path": describe_path(models[0].path)}
+    return {f"model_path__{model.model_id}": describe_path(model.path) for model in models}
+
+
+def _model_record(model: ModelChoice) -> dict[str, str]:
+    return {"id": model.model_id, "path": _display_path(model.path), "sha256": model.sha256}
 
 
 def package_versions() -> dict[str, str]:

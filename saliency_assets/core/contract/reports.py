@@ -37,6 +37,8 @@ class TableReport:
             "config": self.spec.config.to_json(),
             "status": self.status,
         }
+        if len(self.spec.models) > 1:  # the config holds their shared settings
+            entry["models"] = [model.model_id for model in self.spec.models]
         if self.summary is not None:
             entry["summary"] = self.summary
         if self.error is not None:

@@ -46,14 +46,14 @@ def audit_signal(
     columns: Iterable[str] = SALIENCY_COLUMNS,
 ) -> list[ColumnSignal]:
     """Coverage and correlation of each of ``columns`` over ``rows``."""
-    target = _finite_values(rows, target_column) if target_column else None
+    target = finite_values(rows, target_column) if target_column else None
     return [_column_signal(rows, column, target) for column in columns]
 
 
 def _column_signal(
     rows: Sequence[dict[str, Any]], column: str, target: np.ndarray | None
 ) -> ColumnSignal:
-    values = _finite_values(rows, column)
+    values = finite_values(rows, column)
     finite = ~np.isnan(values)
     count = len(rows)
     share = float(finite.sum() / count) if count else 0.0
@@ -62,11 +62,13 @@ def _column_signal(
     if target is None:
         return signal
     both = finite & ~np.isnan(target)
-    pearson, spearman = _correlations(values[both], target[both])
+    pearson, spearman = correlations(values[both], target[both])
     return ColumnSignal(column, count, share, spread, pearson, spearman, int(both.sum()))
 
 
-def _correlations(values: np.ndarray, target: np.ndarray) -> tuple[float | None, float | None]:
+def correlations(values: np.ndarray, target: np.ndarray) -> tuple[float | None, float | None]:
+    """Pearson and Spearman of two equally long finite arrays; None for both when there are
+    fewer than MIN_PAIRS pairs or either side does not spread."""
     if len(values) < MIN_PAIRS or np.std(values) == 0.0 or np.std(target) == 0.0:
         return None, None
     pearson = float(np.corrcoef(values, target)[0, 1])
@@ -76,7 +78,7 @@ def _correlations(values: np.ndarray, target: np.ndarray) -> tuple[float | None,
     return pearson, spearman
 
 
-def _finite_values(rows: Sequence[dict[str, Any]], column: str) -> np.ndarray:
+def finite_values(rows: Sequence[dict[str, Any]], column: str) -> np.ndarray:
     """The column as floats, NaN where a row has no finite number (missing, null, text)."""
     return np.array([_as_float(row.get(column)) for row in rows], dtype=np.float64)
 

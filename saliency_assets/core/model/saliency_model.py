@@ -92,15 +92,24 @@ class ModelChoice:
 
 def choose_model(model_path: Path | None, model_id: str | None) -> ModelChoice:
     """Resolve the config's model fields to a file; ConfigError if none fits."""
+    declared = declared_model_id(model_path, model_id)
     if model_path is not None:
         path = Path(model_path)
         if not path.is_file():
             raise ConfigError(f"model file {path} does not exist")
-        return ModelChoice(path, model_id or path.stem, sha256_file(path))
-    if model_id and model_id != DEFAULT_MODEL_NAME:
-        path = _find_model_by_id(model_id)
-        return ModelChoice(path, model_id, sha256_file(path))
+        return ModelChoice(path, declared, sha256_file(path))
+    if declared != DEFAULT_MODEL_NAME:
+        path = _find_model_by_id(declared)
+        return ModelChoice(path, declared, sha256_file(path))
     return ModelChoice(DEFAULT_MODEL_PATH, DEFAULT_MODEL_NAME, sha256_file(DEFAULT_MODEL_PATH))
+
+
+def declared_model_id(model_path: Path | None, model_id: str | None) -> str:
+    """The id rows will record, known without touching any file: the given id, else the model
+    file's stem, else the bundled default's name."""
+    if model_id:
+        return model_id
+    return Path(model_path).stem if model_path is not None else DEFAULT_MODEL_NAME
 
 
 def model_search_dirs() -> list[Path]:

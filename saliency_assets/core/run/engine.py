@@ -11,7 +11,7 @@ import dataclasses
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -31,7 +31,9 @@ from saliency_assets.core.run.progress import Progress
 from saliency_assets.core.run.results_store import ClipKeys, ClipResultStore, ResultKey
 from saliency_assets.core.run.workers import ClipWorkerPool
 from saliency_assets.core.tables.rows import (
+    PLAIN_VALUES,
     RowMetadata,
+    ValueColumns,
     apply_result,
     has_existing_saliency,
     mark_skipped,
@@ -82,6 +84,7 @@ class MaterializeOutcome:
     reused_clips: int = 0
     unstored_clips: int = 0
     clips_by_transfer: dict[str, int] = field(default_factory=dict)  # of the ok clips
+    row_statuses: list[str] = field(default_factory=list)  # each row's status, in row order
 
 
 def prepare_model(config: MaterializeConfig) -> ModelChoice:
@@ -104,19 +107,21 @@ def materialize_rows(
     runner: ClipRunner | None = None,
     store: ClipResultStore | None = None,
     log: TextIO = sys.stderr,
+    values: ValueColumns = PLAIN_VALUES,
 ) -> MaterializeOutcome:
     """Enrich copies of ``rows``; the input rows are not modified.
 
     With a ``store``, clips already computed under the same key are taken from it and new
-    results are saved to it as they complete.
+    results are saved to it as they complete. ``values`` names the two value columns (one
+    model's own when a table is enriched with several).
     """
     enriched = [dict(row) for row in rows]
-    plan = _plan_rows(enriched, config, log)
+    plan = _plan_rows(enriched, config, log, (values,))
     results = dict(plan.failures)
     computed = compute_clips(plan.clips, config, model, runner, store, log)
     results.update(computed.results)
     metadata = RowMetadata.from_config(config, model.model_id)
-    summary = _join_results(enriched, plan, results, config, metadata)
+    summary, statuses = _join_results(enriched, plan, results, config, metadata, values)
     _warn_if_all_missing(summary, config, log)
     ok_results = (result for result in computed.results.values() if result.ok)
     by_transfer = Counter(result.transfer or "unknown" for result in ok_results)
@@ -127,6 +132,7 @@ def materialize_rows(
         computed.reused,
         computed.unstored,
         dict(sorted(by_transfer.items())),
+        statuses,
     )
 
 
@@ -281,19 +287,25 @@ class _RowPlan:
 
 
 def unique_clips(
-    rows: Iterable[dict[str, Any]], config: MaterializeConfig
+    rows: Iterable[dict[str, Any]],
+    config: MaterializeConfig,
+    values: Sequence[ValueColumns] = (PLAIN_VALUES,),
 ) -> dict[str, ClipSource]:
-    """The unique clips a table's rows need computed, by clip key, in first-seen order."""
-    return _plan_rows(list(rows), config, log=None).clips
+    """The unique clips a table's rows need computed, by clip key, in first-seen order: a row
+    counts unless it already holds the values of every model (``values``, one per model)."""
+    return _plan_rows(list(rows), config, None, values).clips
 
 
 def _plan_rows(
-    rows: list[dict[str, Any]], config: MaterializeConfig, log: TextIO | None
+    rows: list[dict[str, Any]],
+    config: MaterializeConfig,
+    log: TextIO | None,
+    values: Sequence[ValueColumns],
 ) -> _RowPlan:
     plan = _RowPlan([], {}, {})
     warned = False
     for index, row in enumerate(rows):
-        if has_existing_saliency(row) and not config.overwrite:
+        if not config.overwrite and all(has_existing_saliency(row, each) for each in values):
             plan.row_keys.append(None)
             continue
         if not warned and log is not None and config.path_column not in row:
@@ -320,17 +332,21 @@ def _join_results(
     results: dict[str, ClipResult],
     config: MaterializeConfig,
     metadata: RowMetadata,
-) -> MaterializeSummary:
+    values: ValueColumns,
+) -> tuple[MaterializeSummary, list[str]]:
     summary = MaterializeSummary()
+    statuses = []
     for row, key in zip(rows, plan.row_keys, strict=True):
         if key is None:
             mark_skipped(row, config)
-            summary.count(SKIPPED_EXISTING)
-            continue
-        result = results[key]
-        apply_result(row, result, config, metadata)
-        summary.count(result.status)
-    return summary
+            status = SKIPPED_EXISTING
+        else:
+            result = results[key]
+            apply_result(row, result, config, metadata, values)
+            status = result.status
+        summary.count(status)
+        statuses.append(status)
+    return summary, statuses
 
 
 def _default_runner(config: MaterializeConfig, model: ModelChoice, log: TextIO) -> ClipRunner:

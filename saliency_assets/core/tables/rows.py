@@ -23,6 +23,18 @@ VAR_COLUMN = "saliency_var"
 
 
 @dataclass(frozen=True)
+class ValueColumns:
+    """Where a row's two saliency values go: the reference's columns, or (when a table is
+    enriched with several models) one model's own."""
+
+    mean: str = MEAN_COLUMN
+    var: str = VAR_COLUMN
+
+
+PLAIN_VALUES = ValueColumns()
+
+
+@dataclass(frozen=True)
 class RowMetadata:
     """What an ``ok`` row records about how its values were made."""
 
@@ -40,9 +52,9 @@ class RowMetadata:
         )
 
 
-def has_existing_saliency(row: dict[str, Any]) -> bool:
+def has_existing_saliency(row: dict[str, Any], values: ValueColumns = PLAIN_VALUES) -> bool:
     """Both value columns convert to finite floats (numeric strings count)."""
-    return _finite(row.get(MEAN_COLUMN)) and _finite(row.get(VAR_COLUMN))
+    return _finite(row.get(values.mean)) and _finite(row.get(values.var))
 
 
 def mark_skipped(row: dict[str, Any], config: MaterializeConfig) -> None:
@@ -50,13 +62,17 @@ def mark_skipped(row: dict[str, Any], config: MaterializeConfig) -> None:
 
 
 def apply_result(
-    row: dict[str, Any], result: ClipResult, config: MaterializeConfig, metadata: RowMetadata
+    row: dict[str, Any],
+    result: ClipResult,
+    config: MaterializeConfig,
+    metadata: RowMetadata,
+    values: ValueColumns = PLAIN_VALUES,
 ) -> None:
     """Write one clip's result into one of its rows."""
     _set(row, config.status_column, result.status)
     if result.ok:
-        row[MEAN_COLUMN] = result.saliency_mean
-        row[VAR_COLUMN] = result.saliency_var
+        row[values.mean] = result.saliency_mean
+        row[values.var] = result.saliency_var
         for column, value in _metadata_columns(config, metadata):
             _set(row, column, value)
         _set(row, config.transfer_column, result.transfer)  # per clip, unlike the settings
@@ -64,7 +80,7 @@ def apply_result(
         return
     _set(row, config.error_column, result.detail or result.status)
     if config.overwrite:
-        _clear_stale(row, config)
+        _clear_stale(row, config, values)
 
 
 def _metadata_columns(config: MaterializeConfig, metadata: RowMetadata) -> list[tuple[str, Any]]:
@@ -77,10 +93,10 @@ def _metadata_columns(config: MaterializeConfig, metadata: RowMetadata) -> list[
     ]
 
 
-def _clear_stale(row: dict[str, Any], config: MaterializeConfig) -> None:
+def _clear_stale(row: dict[str, Any], config: MaterializeConfig, values: ValueColumns) -> None:
     stale_columns = [
-        MEAN_COLUMN,
-        VAR_COLUMN,
+        values.mean,
+        values.var,
         config.model_id_column,
         config.aggregator_column,
         config.ema_alpha_column,
