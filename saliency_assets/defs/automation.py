@@ -43,6 +43,7 @@ from saliency_assets.defs.storage import TableStorage
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 STAT_SLICE = 5_000  # clip files re-stat-ed per tick: ~10-30 ms, a full pass every N/5000 ticks
+SNAPSHOTS = "clip_sensor"  # the clip sensor's snapshots, in the table's storage folder
 
 
 def clip_condition() -> dg.AutomationCondition:
@@ -55,8 +56,8 @@ def clip_condition() -> dg.AutomationCondition:
 
 
 def enriched_condition() -> dg.AutomationCondition:
-    """Once a clip or the source changed (or it was never written, or its last run did not
-    fail), and no clip is still pending or in progress."""
+    """Once a clip or the source was updated since the table was last requested (or it was
+    never written and its last run did not fail), and no clip is pending or in progress."""
     pending = clip_condition() | dg.AutomationCondition.in_progress()
     never_written = dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
     # Reset when the table is requested, not when it is written (as since_last_handled would):
@@ -151,34 +152,34 @@ def _clip_sensor(table: CorpusTable, keys, partitions, refresh_job, clips_job):
         "whose files changed.",
     )
     def clip_sensor(context: dg.SensorEvaluationContext):
-        jobs = SensorJobs(refresh_job.name, clips_job.name, keys.clip_saliency)
-        return clip_sensor_tick(table, partitions, context, jobs)
+        targets = SensorTargets(refresh_job.name, clips_job.name, keys.clip_saliency)
+        return clip_sensor_tick(table, partitions, context, targets)
 
     return clip_sensor
 
 
 @dataclass(frozen=True)
-class SensorJobs:
+class SensorTargets:
     refresh: str
     clips: str
     clip_asset: dg.AssetKey
 
 
-def clip_sensor_tick(table: CorpusTable, partitions, context, jobs: SensorJobs):
+def clip_sensor_tick(table: CorpusTable, partitions, context, targets: SensorTargets):
     """One tick: sync partitions if the table's bytes changed, then probe a slice of clips."""
     cursor = SensorCursor.parse(context.cursor)
     if not filesystems.is_file(table.spec.input):
         where = filesystems.display(table.spec.input)
         return dg.SkipReason(f"input table {where} does not exist on this machine")
     storage = TableStorage.for_table(table, context.instance)
-    result, cursor = _sync_table(table, partitions, context.instance, storage, cursor, jobs)
+    result, cursor = _sync_table(table, partitions, context.instance, storage, cursor, targets)
     sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
     seen = _snapshot(storage, cursor.table_sha256)
     rewritten, offset = _changed_clip_slice(seen, cursor.stat_offset, sharded)
     result.recompute += rewritten
     cursor = replace(cursor, stat_offset=offset)
     result.requests += [
-        dg.RunRequest(run_key=run_key, job_name=jobs.clips, partition_key=key)
+        dg.RunRequest(run_key=run_key, job_name=targets.clips, partition_key=key)
         for key, run_key in dict.fromkeys(result.recompute)  # a clip seen twice in one tick
     ]
     if not result.requests and not result.partition_requests:
@@ -191,7 +192,7 @@ def clip_sensor_tick(table: CorpusTable, partitions, context, jobs: SensorJobs):
 
 
 def _sync_table(
-    table: CorpusTable, partitions, instance, storage, cursor: SensorCursor, jobs: SensorJobs
+    table: CorpusTable, partitions, instance, storage, cursor: SensorCursor, targets: SensorTargets
 ) -> tuple[TickResult, SensorCursor]:
     """Re-index the table if its bytes changed since the cursor's snapshot of its clips (or
     that snapshot is gone), and request a refresh of the source table."""
@@ -203,8 +204,8 @@ def _sync_table(
     digest = sha256_file(table.spec.input)
     result = TickResult()
     if digest != cursor.table_sha256 or not seen.is_file():
-        result = _table_changed(table, partitions, instance, storage, seen, digest, jobs)
-        refresh = dg.RunRequest(run_key=f"table:{digest}:{table_stat}", job_name=jobs.refresh)
+        result = _table_changed(table, partitions, instance, storage, seen, digest, targets)
+        refresh = dg.RunRequest(run_key=f"table:{digest}:{table_stat}", job_name=targets.refresh)
         result.requests.append(refresh)
     return result, replace(cursor, table_stat=table_stat, table_sha256=digest)
 
@@ -216,12 +217,14 @@ class TickResult:
     recompute: list[tuple[str, str]] = field(default_factory=list)  # (partition, run key)
 
 
-def _table_changed(table, partitions, instance, storage, seen: Path, digest, jobs) -> TickResult:
+def _table_changed(table, partitions, instance, storage, seen: Path, digest, targets) -> TickResult:
     """Re-index the table: partition add/delete requests, and the partitions to recompute:
     clips rewritten since the sensor's snapshot ``seen``, and clips the table names for the
     first time whose partition's last run failed (a key registered before its clip was in the
     table: its run failed naming it, and only a new run can succeed now)."""
-    previous = _indexed_stats(seen)
+    # No snapshot yet (first tick, or one written by an older version): the shared index is the
+    # best baseline there is.
+    previous = _indexed_stats(seen if seen.is_file() else storage.clip_index)
     sharded = not isinstance(partitions, dg.DynamicPartitionsDefinition)
     clips = index_clips(table, unique_clips(read_table(table.spec.input).rows, table.spec.config))
     write_clip_index(storage.clip_index, clips)
@@ -238,7 +241,7 @@ def _table_changed(table, partitions, instance, storage, seen: Path, digest, job
     named = [clip.partition_key for clip in clips if clip.clip_key not in previous]
     recompute += [
         (key, f"named:{key}:{digest}")
-        for key in _failed(instance, jobs.clip_asset, partitions, set(registered), named)
+        for key in _failed(instance, targets.clip_asset, partitions, set(registered), named)
     ]
     changes = partition_changes(registered, [clip.partition_key for clip in clips])
     requests = [
@@ -268,13 +271,13 @@ def _rewritten(partition_key: str, stat: str) -> tuple[str, str]:
 def _snapshot(storage: TableStorage, table_sha256: str) -> Path:
     """The clips as the sensor indexed them from the table with this content: only the sensor
     writes it, so its file stats are what the sensor last acted on."""
-    return storage.root / "clip_sensor" / f"clips-{table_sha256[:16] or 'none'}.parquet"
+    return storage.root / SNAPSHOTS / f"clips-{table_sha256[:16] or 'none'}.parquet"
 
 
 def _drop_snapshots(storage: TableStorage, keep: set[Path]) -> None:
     """All but the cursor's snapshot and the new one (the cursor moves only once the daemon has
     submitted the tick's requests; until then the old snapshot stays the baseline)."""
-    for path in _snapshot(storage, "").parent.glob("clips-*.parquet"):
+    for path in (storage.root / SNAPSHOTS).glob("clips-*.parquet"):
         if path not in keep:
             path.unlink(missing_ok=True)
 
