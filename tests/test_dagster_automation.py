@@ -99,6 +99,47 @@ def test_a_clip_rewritten_in_place_is_requested_once(tmp_path, instance, monkeyp
     assert {r.run_key for r in third.run_requests} <= {r.run_key for r in second.run_requests}
 
 
+def test_a_rewrite_is_requested_even_after_a_run_reindexed_the_clips(
+    tmp_path, instance, monkeypatch
+):
+    # A run for a key its index lacks re-reads the table and rewrites the clip index (with the
+    # files' current stats) before it fails naming the key: if that were the sensor's baseline,
+    # a rewrite it had not probed yet would never be requested (the daemon test's stall).
+    write_corpus(tmp_path)
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    first = tick(defs, instance)
+    apply(instance, first)
+    make_clip(tmp_path / "clips" / "b.mp4", 96, 64, 4)
+    instance.add_dynamic_partitions("saliency_t_clips", ["d.mp4"])
+    unknown = run_job(
+        defs, "saliency_t_clips", instance, {"dagster/partition": "d.mp4"}, raise_on_error=False
+    )
+    assert not unknown.success
+    second = tick(defs, instance, first.cursor)
+    assert [(r.job_name, r.partition_key) for r in second.run_requests] == [
+        ("saliency_t_clips", "b.mp4")
+    ]
+
+
+def test_a_failed_key_is_requested_once_the_table_names_it(tmp_path, instance, monkeypatch):
+    write_corpus(tmp_path)
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    first = tick(defs, instance)
+    apply(instance, first)
+    instance.add_dynamic_partitions("saliency_t_clips", ["d.mp4"])  # before the table names it
+    failed = run_job(
+        defs, "saliency_t_clips", instance, {"dagster/partition": "d.mp4"}, raise_on_error=False
+    )
+    assert not failed.success  # and the automation leaves a failed partition alone
+    write_corpus(tmp_path, clip_names=("a.mp4", "b.mp4", "c.mp4", "d.mp4"))
+    second = tick(defs, instance, first.cursor)
+    assert [(r.job_name, r.partition_key) for r in second.run_requests] == [
+        ("saliency_t_refresh", None),
+        ("saliency_t_clips", "d.mp4"),
+    ]
+    assert tick(defs, instance, second.cursor).run_requests == []
+
+
 def test_sensor_skips_when_the_table_is_absent(tmp_path, instance, monkeypatch):
     defs = load_defs(monkeypatch, write_manifest(tmp_path))
     assert isinstance(tick(defs, instance), dg.SkipReason)
@@ -129,6 +170,25 @@ def test_automation_requests_every_missing_clip_then_the_table_once(
     run_job(defs, "saliency_t_enrich", instance)  # what the requested run does
     fourth = evaluate(defs, instance, third.cursor)
     assert fourth.total_requested == 0
+
+
+def test_a_clip_landing_while_the_table_is_refreshed_is_refreshed_again(
+    tmp_path, instance, monkeypatch
+):
+    # The refresh run may read its inputs before a clip lands and finish after it: the clip's
+    # update must outlive that run (reset when the table is requested, not when it is written).
+    write_corpus(tmp_path)
+    defs = load_defs(monkeypatch, write_manifest(tmp_path))
+    run_job(defs, "saliency_t_refresh", instance)
+    run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+    requested = evaluate(defs, instance)
+    assert requested.get_requested_partitions(ENRICHED) == {None}
+    run_job(defs, "saliency_t_clips", instance, tags={"dagster/partition": "b.mp4"})
+    run_job(defs, "saliency_t_enrich", instance)  # the requested refresh ends after b landed
+    again = evaluate(defs, instance, requested.cursor)
+    assert again.get_requested_partitions(ENRICHED) == {None}
+    run_job(defs, "saliency_t_enrich", instance)
+    assert evaluate(defs, instance, again.cursor).total_requested == 0
 
 
 def test_a_clip_whose_run_failed_does_not_hold_back_the_table(tmp_path, instance, monkeypatch):
