@@ -154,7 +154,7 @@ def _clip_sensor(table: CorpusTable, keys, partitions, refresh_job, clips_job):
         "whose files changed.",
     )
     def clip_sensor(context: dg.SensorEvaluationContext):
-        targets = SensorTargets(refresh_job.name, clips_job.name, keys.clip_saliency)
+        targets = SensorTargets(refresh_job.name, clips_job.name, tuple(keys.clip_assets))
         return clip_sensor_tick(table, partitions, context, targets)
 
     return clip_sensor
@@ -164,7 +164,7 @@ def _clip_sensor(table: CorpusTable, keys, partitions, refresh_job, clips_job):
 class SensorTargets:
     refresh: str
     clips: str
-    clip_asset: dg.AssetKey
+    clip_assets: tuple[dg.AssetKey, ...]  # one per model
 
 
 def clip_sensor_tick(table: CorpusTable, partitions, context, targets: SensorTargets):
@@ -243,7 +243,7 @@ def _table_changed(table, partitions, instance, storage, seen: Path, digest, tar
     named = [clip.partition_key for clip in clips if clip.clip_key not in previous]
     recompute += [
         (key, f"named:{key}:{digest}")
-        for key in _failed(instance, targets.clip_asset, partitions, set(registered), named)
+        for key in _failed(instance, targets.clip_assets, partitions, set(registered), named)
     ]
     changes = partition_changes(registered, [clip.partition_key for clip in clips])
     requests = [
@@ -255,13 +255,14 @@ def _table_changed(table, partitions, instance, storage, seen: Path, digest, tar
     return TickResult(partition_requests=requests, recompute=recompute)
 
 
-def _failed(instance, asset_key, partitions, registered: set[str], keys: list[str]) -> list[str]:
-    """Those of ``keys`` registered as partitions whose last run failed."""
+def _failed(instance, asset_keys, partitions, registered: set[str], keys: list[str]) -> list[str]:
+    """Those of ``keys`` registered as partitions whose last run failed, for any model's asset."""
     keys = [key for key in keys if key in registered]
-    if not keys:
-        return []
-    status = instance.get_status_by_partition(asset_key, keys, partitions) or {}
-    return [key for key in keys if status.get(key) == dg.AssetPartitionStatus.FAILED]
+    failed: set[str] = set()
+    for asset_key in asset_keys if keys else ():
+        status = instance.get_status_by_partition(asset_key, keys, partitions) or {}
+        failed.update(key for key in keys if status.get(key) == dg.AssetPartitionStatus.FAILED)
+    return [key for key in keys if key in failed]
 
 
 def _rewritten(partition_key: str, stat: str) -> tuple[str, str]:
