@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,48 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     return subprocess.run(
         command, capture_output=True, text=True, cwd=cwd, env=merged_env, timeout=300, check=False
     )
+
+
+def run_cli_in_process(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """``run_cli`` without a new interpreter: the command's own ``main`` (same parsing, commands
+    and exit status) in this process, its stdout and stderr captured; the result has
+    ``returncode``, ``stdout`` and ``stderr`` as ``run_cli``'s has.
+
+    A new process costs about a second of start-up and imports; tests of what only a process
+    shows (signals, closed streams, memory limits, what outlives it) use ``run_cli``, and each
+    command keeps tests through ``run_cli``. An exception out of ``main`` fails the test.
+    """
+    import io
+    import subprocess
+
+    from saliency_assets.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        _environment(env or {}),
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            returncode = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            returncode = exit_.code
+    return subprocess.CompletedProcess(args, returncode, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
