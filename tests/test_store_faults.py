@@ -1,4 +1,4 @@
-"""The results store under faults, through the real command on real clips: edited sources are
+"""The results store under faults, through the command on real clips: edited sources are
 recomputed, copies are reused, damaged parts are set aside, an unwritable store costs only the
 reuse, a kill loses no finished clip, and a URL is never taken for a folder."""
 
