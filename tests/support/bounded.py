@@ -253,8 +253,17 @@ class Ledger:
         )
 
 
+REPORT_LINES = "saliency_report_lines"  # the key in a pytest-xdist worker's output
+
+
 def write_report_line(request, line: str) -> None:
-    """Print ``line`` in pytest's terminal summary, past output capturing."""
+    """Print ``line`` in pytest's terminal output, past output capturing. A pytest-xdist worker
+    prints nothing: it hands the line to the controller, which prints it in its summary
+    (``pytest_testnodedown`` and ``pytest_terminal_summary`` in conftest.py)."""
+    worker_output = getattr(request.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output.setdefault(REPORT_LINES, []).append(line)
+        return
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     if reporter is None or capture is None:
