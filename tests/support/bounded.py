@@ -233,6 +233,7 @@ class Ledger:
     cases: int = 0
     runs: list[CommandRun] = field(default_factory=list)
     altered_rows: int = 0
+    in_process: int = 0  # cases that called main in the test process, not a bounded command
 
     def record(self, run: CommandRun) -> CommandRun:
         self.runs.append(run)
@@ -245,7 +246,8 @@ class Ledger:
         peak = max((run.peak_rss_mib for run in self.runs), default=0.0)
         tree = max((run.peak_tree_mib for run in self.runs), default=0.0)
         return (
-            f"{self.title}: {self.cases} cases through {len(self.runs)} commands; "
+            f"{self.title}: {self.cases} cases through {len(self.runs)} commands and "
+            f"{self.in_process} calls of main; "
             f"crashes {crashes}, hangs {hangs}, leftover processes {leftovers}, "
             f"lost or altered rows {self.altered_rows}; peak RSS {peak:.0f} MiB per process, "
             f"{tree:.0f} MiB per command (address space capped at "
