@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,6 +38,48 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     )
 
 
+def run_cli_in_process(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """``run_cli`` without a new interpreter: the command's own ``main`` (same parsing, commands
+    and exit status) in this process, its stdout and stderr captured; the result has
+    ``returncode``, ``stdout`` and ``stderr`` as ``run_cli``'s has.
+
+    A new process costs about a second of start-up and imports; tests of what only a process
+    shows (signals, closed streams, memory limits, what outlives it) use ``run_cli``, and each
+    command keeps tests through ``run_cli``. An exception out of ``main`` fails the test.
+    """
+    import io
+    import subprocess
+
+    from saliency_assets.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        _environment(env or {}),
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            returncode = main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            returncode = exit_.code
+    return subprocess.CompletedProcess(args, returncode, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory) -> Path:
     """A folder of small real clips shared by the end-to-end tests."""
@@ -70,13 +113,33 @@ def dagster_instance(tmp_path):
         yield instance
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Tests on the local Ray cluster run last, together: the cluster starts once, late, and
-    the rest of the suite does not share the cores with its idle daemons."""
+# The session-wide local servers (a Ray cluster, an S3 server) and the modules whose tests use
+# them (checked at collection; the pytest-xdist scheduler, which collects nothing, reads it).
+LOCAL_SERVER_FIXTURES = {"ray_cluster", "s3_bucket"}
+LOCAL_SERVER_MODULES = {"test_object_storage.py", "test_ray_dagster.py", "test_ray_runner.py"}
+_started_servers = pytest.StashKey[list]()
+_worker_report_lines = pytest.StashKey[list]()
 
-    def order(item) -> tuple[bool, bool]:
+
+def pytest_collection_modifyitems(session, config, items):
+    """The modules with tests on the local servers run first and together, the Ray tests last
+    among them: the servers start once and stop after their last test
+    (``pytest_runtest_teardown``) instead of idling beside the rest of the suite."""
+    on_servers = {
+        _module_file(item.nodeid)
+        for item in items
+        if LOCAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    }
+    if not on_servers <= LOCAL_SERVER_MODULES:
+        raise pytest.UsageError(
+            f"{sorted(on_servers - LOCAL_SERVER_MODULES)} use the local servers: add them to "
+            "LOCAL_SERVER_MODULES in tests/conftest.py, so one pytest-xdist worker runs them all"
+        )
+
+    def order(item) -> tuple[bool, bool, bool]:
         on_ray = "ray_cluster" in getattr(item, "fixturenames", ())
-        return on_ray, on_ray and "killed" in item.name  # a killed node is restarted once less
+        # a killed node is restarted once less
+        return not _on_servers(item), on_ray, on_ray and "killed" in item.name
 
     items.sort(key=order)
 
@@ -113,14 +176,71 @@ def postgres_instance(pg_database, tmp_path, monkeypatch):
         yield instance
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadscope`` (pyproject.toml's default with ``-n 2``) each module is one
+    unit of work, so its module-scoped fixtures (one shared run that many tests assert on) run
+    once; the local-server modules are one unit together, so each server starts once (two Ray
+    clusters on one machine would also contend for its ports). That unit comes first, so it
+    does not end the run with the other worker idle."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module_file(nodeid)
+            return "local servers" if module in LOCAL_SERVER_MODULES else module
+
+    return ModuleScheduling(config, log)
+
+
+def _module_file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+
+
+def _on_servers(item) -> bool:
+    return _module_file(item.nodeid) in LOCAL_SERVER_MODULES
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test on the local servers, stop them (their fixtures stop them again at
+    the session's end, which does nothing then)."""
+    yield
+    if _on_servers(item) and (nextitem is None or not _on_servers(nextitem)):
+        for server in item.config.stash.get(_started_servers, []):
+            server.stop()
+
+
+def _started(request, server):
+    """``server``, kept to be stopped after its last test."""
+    request.config.stash.setdefault(_started_servers, []).append(server)
+    return server
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """A pytest-xdist worker ended: keep the report lines its tests wrote (support/bounded.py)."""
+    from support.bounded import REPORT_LINES
+
+    lines = node.config.stash.setdefault(_worker_report_lines, [])
+    lines += getattr(node, "workeroutput", {}).get(REPORT_LINES, [])
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    for line in config.stash.get(_worker_report_lines, []):
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def ray_cluster_session():
+def ray_cluster_session(request):
     """One local Ray cluster (a head and worker nodes node_a, node_b) for the whole session;
     always torn down. Tests are skipped where the [ray] extra is not installed."""
     pytest.importorskip("ray")
     from support.ray_cluster import LocalRayCluster
 
-    cluster = LocalRayCluster()
+    cluster = _started(request, LocalRayCluster())
     try:
         yield cluster.start()
     finally:
@@ -135,11 +255,11 @@ def ray_cluster(ray_cluster_session):
 
 
 @pytest.fixture(scope="session")
-def s3_server_session():
+def s3_server_session(request):
     """One local SeaweedFS S3 server for the whole session; always stopped."""
     from support.s3_server import LocalS3Server
 
-    server = LocalS3Server()
+    server = _started(request, LocalS3Server())
     try:
         yield server.start()
     finally:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import openvino
 import pytest
-from conftest import run_cli
+from conftest import run_cli_in_process
 from support.clips import make_clip, pattern_planes
 
 from saliency_assets.core.decode.decoding import DecodedFrame
@@ -165,7 +165,7 @@ def test_three_clips_on_two_workers_equal_one_worker_and_say_the_engine(tmp_path
     outputs = {}
     for jobs in ("1", "2"):
         output = tmp_path / f"out{jobs}.jsonl"
-        done = run_cli(
+        done = run_cli_in_process(
             "materialize", "--input", str(table), "--output", str(output), "--jobs", jobs,
             "--results-store", "none",
         )  # fmt: skip
@@ -184,7 +184,7 @@ def test_naming_the_cpu_provider_keeps_onnxruntime_and_its_values(tmp_path, clip
     rows, errors = {}, {}
     for name, extra in (("auto", ()), ("cpu", ("--providers", CPU_PROVIDER))):
         output = tmp_path / f"{name}.jsonl"
-        done = run_cli(
+        done = run_cli_in_process(
             "materialize", "--input", str(table), "--output", str(output), "--jobs", "1",
             "--results-store", "none", *extra,
         )  # fmt: skip

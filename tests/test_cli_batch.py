@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 
 def write_jsonl(path, rows):
@@ -20,8 +20,9 @@ def write_manifest(path, document):
     return path
 
 
-def batch(manifest, *flags):
-    return run_cli("batch", "--manifest", str(manifest), *flags)
+def batch(manifest, *flags, run=run_cli_in_process):
+    """The command on ``manifest``; in this process unless ``run=run_cli`` asks for a new one."""
+    return run("batch", "--manifest", str(manifest), *flags)
 
 
 def test_materializes_multiple_skipped_tables(tmp_path):
@@ -54,7 +55,9 @@ def test_materializes_multiple_skipped_tables(tmp_path):
         },
     )
     report_json, report_md = tmp_path / "report.json", tmp_path / "report.md"
-    done = batch(manifest, "--report-json", str(report_json), "--report-md", str(report_md))
+    done = batch(
+        manifest, "--report-json", str(report_json), "--report-md", str(report_md), run=run_cli
+    )
     assert done.returncode == 0, done.stderr
     assert read_jsonl(tmp_path / "out/a.jsonl")[0]["saliency_status"] == "skipped-existing"
     assert read_jsonl(tmp_path / "out/b.jsonl")[0]["saliency_status"] == "skipped-existing"
@@ -124,7 +127,7 @@ def test_rejects_unknown_keys(tmp_path):
         tmp_path / "batch.json",
         {"tables": [{"id": "bad", "input": "in.jsonl", "output": "out.jsonl", "x": 1}]},
     )
-    done = batch(manifest)
+    done = batch(manifest, run=run_cli)
     assert done.returncode == 2
     assert "saliency batch manifest error: unknown keys in table entry 0: ['x']" in done.stderr
 
@@ -263,6 +266,6 @@ def test_batch_computes_real_clips_with_per_table_overrides(tmp_path, clip_dir):
             ],
         },
     )
-    done = batch(manifest)
+    done = batch(manifest, run=run_cli)
     assert done.returncode == 0, done.stderr
     assert [row["saliency_status"] for row in read_jsonl(tmp_path / "native.jsonl")] == ["ok", "ok"]

@@ -5,7 +5,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 
 def write_jsonl(path, rows):
@@ -17,12 +17,15 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def materialize(tmp_path, rows, *flags, output_name="out.jsonl", input_name="in.jsonl"):
+def materialize(
+    tmp_path, rows, *flags, output_name="out.jsonl", input_name="in.jsonl", run=run_cli_in_process
+):
+    """The command on ``rows``; in this process unless ``run=run_cli`` asks for a new one."""
     source = tmp_path / input_name
     if input_name.endswith(".jsonl"):
         write_jsonl(source, rows)
     output = tmp_path / output_name
-    done = run_cli(
+    done = run(
         "materialize", "--input", str(source), "--output", str(output), "--jobs", "2", *flags
     )
     return done, output
@@ -30,7 +33,7 @@ def materialize(tmp_path, rows, *flags, output_name="out.jsonl", input_name="in.
 
 def test_jsonl_roundtrip_through_the_command(tmp_path, clip_dir):
     rows = [{"src": "clip.mp4", "width": 4}, {"src": "other.mp4", "width": 8}]
-    done, output = materialize(tmp_path, rows, "--root", str(clip_dir))
+    done, output = materialize(tmp_path, rows, "--root", str(clip_dir), run=run_cli)
     assert done.returncode == 0, done.stderr
     written = read_jsonl(output)
     assert [(row["src"], row["width"]) for row in written] == [("clip.mp4", 4), ("other.mp4", 8)]
@@ -100,7 +103,7 @@ def test_marks_missing_source_and_exits_1(tmp_path):
 def test_audit_json_with_run_provenance(tmp_path, clip_dir):
     rows = [{"src": str(clip_dir / "clip.mp4"), "saliency_mean": 0.25, "saliency_var": 0.01}]
     audit = tmp_path / "audit.json"
-    done, output = materialize(tmp_path, rows, "--audit-json", str(audit))
+    done, output = materialize(tmp_path, rows, "--audit-json", str(audit), run=run_cli)
     assert done.returncode == 0, done.stderr
     record = json.loads(audit.read_text())
     assert record["summary"]["skipped_existing"] == 1
@@ -190,7 +193,7 @@ def test_jsonl_in_parquet_out(tmp_path, clip_dir):
 
 
 def test_bad_extension_is_a_usage_error(tmp_path):
-    done, output = materialize(tmp_path, [{"src": "a.mp4"}], output_name="out.csv")
+    done, output = materialize(tmp_path, [{"src": "a.mp4"}], output_name="out.csv", run=run_cli)
     assert done.returncode == 2
     assert "out.csv" in done.stderr and "Traceback" not in done.stderr
     assert not output.exists()

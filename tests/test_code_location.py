@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("bvi-dvc", "chug", "demo", "konvid-150k", "netflix-public", "youtube-ugc")
@@ -26,21 +27,25 @@ EXPECTED_KEYS = sorted(
 )
 
 
-def test_asset_keys_are_pinned(monkeypatch):
-    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
+@pytest.fixture(scope="module")
+def shipped_defs() -> dg.Definitions:
+    """The definitions of the shipped manifests, built once for the module's tests."""
     from saliency_assets.definitions import build_definitions
 
-    defs = build_definitions()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
+        return build_definitions()
+
+
+def test_asset_keys_are_pinned(shipped_defs):
+    defs = shipped_defs
     dg.Definitions.validate_loadable(defs)
     keys = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
     assert keys == EXPECTED_KEYS
 
 
-def test_every_table_has_its_checks_jobs_and_sensor(monkeypatch):
-    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
-    from saliency_assets.definitions import build_definitions
-
-    defs = build_definitions()
+def test_every_table_has_its_checks_jobs_and_sensor(shipped_defs):
+    defs = shipped_defs
     checks = {key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
     assert "saliency/demo/enriched_table:status_contract" in checks
     assert "saliency/demo/enriched_table:coverage" in checks
@@ -49,11 +54,8 @@ def test_every_table_has_its_checks_jobs_and_sensor(monkeypatch):
     assert defs.resolve_schedule_def("saliency_konvid_150k_refresh_schedule")
 
 
-def test_every_shipped_corpus_has_one_partition_per_clip(monkeypatch):
-    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
-    from saliency_assets.definitions import build_definitions
-
-    graph = build_definitions().resolve_asset_graph()
+def test_every_shipped_corpus_has_one_partition_per_clip(shipped_defs):
+    graph = shipped_defs.resolve_asset_graph()
     for table in TABLES:
         node = graph.get(dg.AssetKey(["saliency", table, "clip_saliency"]))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition), table
@@ -71,17 +73,14 @@ def test_dagster_definitions_validate_passes(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_shipped_instance_config_loads_with_run_limits_and_the_model_pool(tmp_path, monkeypatch):
+def test_shipped_instance_config_loads_with_run_limits_and_the_model_pool(tmp_path, shipped_defs):
     import shutil
 
     shutil.copyfile(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.delenv("SALIENCY_ASSETS_MANIFESTS", raising=False)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1
         assert concurrency.run_queue_config.max_concurrent_runs == 2
-    from saliency_assets.definitions import build_definitions
-
-    graph = build_definitions().resolve_asset_graph()
+    graph = shipped_defs.resolve_asset_graph()
     clip_node = graph.get(dg.AssetKey(["saliency", "demo", "clip_saliency"]))
     assert clip_node.pools == {"saliency_model"}

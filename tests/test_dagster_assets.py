@@ -2,6 +2,7 @@
 
 import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -30,25 +31,54 @@ def instance(dagster_instance):
     return dagster_instance
 
 
-def materialize_all(defs, instance, first="a.mp4", last="c.mp4"):
+def compute_clips(defs, instance, first="a.mp4", last="c.mp4"):
+    """The source table, then the clips from ``first`` to ``last``; returns the clips' run."""
     run_job(defs, "saliency_t_refresh", instance)
-    clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags(first, last))
+    return run_job(defs, "saliency_t_clips", instance, tags=range_tags(first, last))
+
+
+def materialize_all(defs, instance, first="a.mp4", last="c.mp4"):
+    clips = compute_clips(defs, instance, first, last)
     enriched = run_job(defs, "saliency_t_enrich", instance)
     return clips, enriched
 
 
-def test_source_table_registers_one_partition_per_unique_clip(corpus, instance, monkeypatch):
-    defs = load_defs(monkeypatch, write_manifest(corpus))
-    result = run_job(defs, "saliency_t_refresh", instance)
+@dataclass
+class Materialized:
+    corpus: Path
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    refresh: dg.ExecuteInProcessResult
+    clips: dg.ExecuteInProcessResult
+    enriched: dg.ExecuteInProcessResult
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    """The corpus materialized once (source table, every clip, enriched table), for the tests
+    that read what a full materialization made; tests that change anything make their own."""
+    corpus = tmp_path_factory.mktemp("materialized")
+    write_corpus(corpus)
+    (corpus / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(corpus / "dagster_home")) as instance:
+        with pytest.MonkeyPatch.context() as patch:
+            defs = load_defs(patch, write_manifest(corpus))
+        refresh = run_job(defs, "saliency_t_refresh", instance)
+        clips = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
+        enriched = run_job(defs, "saliency_t_enrich", instance)
+        yield Materialized(corpus, instance, defs, refresh, clips, enriched)
+
+
+def test_source_table_registers_one_partition_per_unique_clip(materialized):
+    instance = materialized.instance
     assert instance.get_dynamic_partitions("saliency_t_clips") == ["a.mp4", "b.mp4", "c.mp4"]
-    metadata = materialization_metadata(result, "saliency/t/source_table")
+    metadata = materialization_metadata(materialized.refresh, "saliency/t/source_table")
     assert (metadata["rows"], metadata["unique_clips"], metadata["new_partitions"]) == (6, 3, 3)
     assert len(metadata["sha256"]) == 64
 
 
-def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, monkeypatch):
-    defs = load_defs(monkeypatch, write_manifest(corpus))
-    clips, enriched = materialize_all(defs, instance)
+def test_full_materialization_writes_the_table_like_the_cli(materialized):
+    corpus, clips, enriched = materialized.corpus, materialized.clips, materialized.enriched
     assert len(clips.get_asset_materialization_events()) == 3
     batch = check_metadata(clips, "status_contract")
     assert (batch["clips"], batch["computed_clips"], batch["status/ok"]) == (3, 3, 3)
@@ -80,9 +110,8 @@ def test_full_materialization_writes_the_table_like_the_cli(corpus, instance, mo
     assert columns[:2] == ["src", "frame"] and "saliency_mean" in columns
 
 
-def test_thumbnails_are_made_once_per_clip_result(corpus, instance, monkeypatch):
-    defs = load_defs(monkeypatch, write_manifest(corpus))
-    materialize_all(defs, instance)
+def test_thumbnails_are_made_once_per_clip_result(materialized):
+    defs, instance = materialized.defs, materialized.instance
     cache = Path(instance.storage_directory()) / "saliency" / "t" / "thumbnails"
     made = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
     assert len(made) == 3
@@ -94,7 +123,7 @@ def test_thumbnails_are_made_once_per_clip_result(corpus, instance, monkeypatch)
 
 def test_rerun_skips_computed_clips_and_recomputes_a_changed_one(corpus, instance, monkeypatch):
     defs = load_defs(monkeypatch, write_manifest(corpus))
-    materialize_all(defs, instance)
+    compute_clips(defs, instance)
     again = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
     assert check_metadata(again, "status_contract")["computed_clips"] == 0
     make_clip(corpus / "clips" / "b.mp4", 96, 64, 4)
@@ -105,7 +134,7 @@ def test_rerun_skips_computed_clips_and_recomputes_a_changed_one(corpus, instanc
 
 def test_changed_model_setting_recomputes(corpus, instance, monkeypatch):
     defs = load_defs(monkeypatch, write_manifest(corpus))
-    materialize_all(defs, instance)
+    compute_clips(defs, instance)
     defs = load_defs(monkeypatch, write_manifest(corpus, temporal_aggregator="max"))
     rerun = run_job(defs, "saliency_t_clips", instance, tags=range_tags("a.mp4", "c.mp4"))
     assert check_metadata(rerun, "status_contract")["computed_clips"] == 3

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from conftest import run_cli_in_process
 from dagster_support import check_metadata, load_defs, range_tags, run_job
 from support.clips import make_clip
 
@@ -112,25 +113,10 @@ def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
     resumed = output.read_text()
 
     uninterrupted = corpus / "uninterrupted.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saliency_assets.cli",
-            "materialize",
-            "--input",
-            str(corpus / "features.jsonl"),
-            "--output",
-            str(uninterrupted),
-            "--root",
-            str(corpus / "clips"),
-            "--results-store",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli_in_process(
+        "materialize", "--input", str(corpus / "features.jsonl"), "--output", str(uninterrupted),
+        "--root", str(corpus / "clips"), "--results-store", "none",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert resumed == uninterrupted.read_text()
     assert [p.name for p in output.parent.iterdir() if p.name.startswith(".out.jsonl")] == []

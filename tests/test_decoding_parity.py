@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli_in_process
 from support.clips import (
     binary_yuv420p_frames,
     ffmpeg_exe,
@@ -264,7 +264,7 @@ def test_both_backends_give_the_same_saliency_when_the_resolution_changes(
             output = tmp_path / f"out-{len(values)}.jsonl"
             args = ["materialize", "--input", str(table), "--output", str(output)]
             args += ["--path-column", "src", "--sampling", sampling, "--max-frames", "10"]
-            done = run_cli(*args, "--results-store", "none", "--jobs", "1", *decoder)
+            done = run_cli_in_process(*args, "--results-store", "none", "--jobs", "1", *decoder)
             assert done.returncode == 0, done.stderr
             values.append(json.loads(output.read_text())["saliency_mean"])
     in_process, piped = values[:2], values[2:]

@@ -1,6 +1,6 @@
 """The source fingerprint and this host's memo of it: a rerun reads no unchanged file again, an
 edit that restores size and mtime is read again (its ctime moved), a file changed just now is
-not remembered, and a memo that is damaged or planted is seen to be what the real command uses."""
+not remembered, and a memo that is damaged or planted is seen to be what the command uses."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ from test_store_faults import RAW_NAME, materialize, write_table
 
 from saliency_assets.core.run import fingerprints
 from saliency_assets.core.run.fingerprints import FingerprintMemo
+
+
+@pytest.fixture
+def settled_sooner(monkeypatch) -> None:
+    """Files count as settled 0.2 s after their last change instead of 2 s, for the tests that
+    wait for it (``wait_until_settled`` and the commands, which run in this process, read the
+    module's value); a file changed just now is tested against the real 2 s."""
+    monkeypatch.setattr(fingerprints, "SETTLED_AFTER_NS", 200_000_000)
 
 
 def wait_until_settled(*paths: Path) -> None:
@@ -56,7 +64,9 @@ def test_the_fingerprint_is_blake3_of_every_byte(tmp_path):
     assert FingerprintMemo(None).fingerprint(raw) == expected
 
 
-def test_a_rerun_reads_no_unchanged_file_and_an_edit_with_restored_mtime_is_read(tmp_path, hashed):
+def test_a_rerun_reads_no_unchanged_file_and_an_edit_with_restored_mtime_is_read(
+    tmp_path, hashed, settled_sooner
+):
     raw = make_raw_yuv(tmp_path / "clip_256x192.yuv", 256, 192, 4)
     wait_until_settled(raw)
     memo_path = tmp_path / "memo.sqlite"
@@ -92,7 +102,7 @@ def file_id(path: Path) -> str:
 
 
 @pytest.fixture
-def settled_clips(tmp_path) -> Path:
+def settled_clips(tmp_path, settled_sooner) -> Path:
     folder = tmp_path / "clips"
     folder.mkdir()
     make_clip(folder / "a.mp4", 64, 48, 4)
@@ -102,7 +112,7 @@ def settled_clips(tmp_path) -> Path:
 
 
 def test_the_command_takes_fingerprints_from_the_memo(settled_clips, tmp_path):
-    """A planted digest in the memo is what the real command keys the clip by: proof that a
+    """A planted digest in the memo is what the command keys the clip by: proof that a
     rerun does not read the file (the planted key misses the store, so the clip is recomputed)."""
     memo = tmp_path / "fingerprints.sqlite"  # where conftest points the commands
     table = write_table(tmp_path / "in.jsonl", ["a.mp4", RAW_NAME])
@@ -139,7 +149,9 @@ def test_a_damaged_memo_is_set_aside_and_the_run_goes_on(settled_clips, tmp_path
     assert audit["reused_clips"] == 1
 
 
-def test_a_memo_that_cannot_be_opened_is_one_warning_and_every_file_is_read(tmp_path, hashed):
+def test_a_memo_that_cannot_be_opened_is_one_warning_and_every_file_is_read(
+    tmp_path, hashed, settled_sooner
+):
     raw = make_raw_yuv(tmp_path / "clip_64x48.yuv", 64, 48, 3)
     wait_until_settled(raw)
     (tmp_path / "not-a-folder").write_text("")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from av.sidedata.sidedata import SideDataContainer
 from av.sidedata.sidedata import Type as SideDataType
-from conftest import run_cli
+from conftest import run_cli_in_process
 from support.clips import ffmpeg_exe, make_clip
 from support.hdr_clips import make_hdr_rendition, make_scene_clip
 
@@ -190,7 +190,9 @@ def test_rows_record_their_transfer_and_the_audit_counts_them(renditions, tmp_pa
     source, output, audit = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "a.json"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     common = ["--input", str(source), "--jobs", "2", "--inference-size", "96"]
-    done = run_cli("materialize", *common, "--output", str(output), "--audit-json", str(audit))
+    done = run_cli_in_process(
+        "materialize", *common, "--output", str(output), "--audit-json", str(audit)
+    )
     assert done.returncode == 0, done.stderr
     written = [json.loads(line) for line in output.read_text().splitlines()]
     assert [row["saliency_transfer"] for row in written] == ["sdr", "pq", "hlg"]
@@ -198,7 +200,7 @@ def test_rows_record_their_transfer_and_the_audit_counts_them(renditions, tmp_pa
         "mode": "tonemap",
         "clips_by_transfer": {"hlg": 1, "pq": 1, "sdr": 1},
     }
-    again = run_cli("materialize", *common, "--output", str(output), "--overwrite")
+    again = run_cli_in_process("materialize", *common, "--output", str(output), "--overwrite")
     assert again.returncode == 0, again.stderr  # from the results store this time
     reused = [json.loads(line) for line in output.read_text().splitlines()]
     assert [row["saliency_transfer"] for row in reused] == ["sdr", "pq", "hlg"]
@@ -209,9 +211,12 @@ def test_off_marks_rows_and_an_empty_column_name_disables_the_column(renditions,
     source.write_text(json.dumps({"src": str(renditions["pq"])}) + "\n")
     common = ["--input", str(source), "--jobs", "1", "--inference-size", "96"]
     off, hidden = tmp_path / "off.jsonl", tmp_path / "hidden.jsonl"
-    assert run_cli("materialize", *common, "--output", str(off), "--hdr", "off").returncode == 0
+    done = run_cli_in_process("materialize", *common, "--output", str(off), "--hdr", "off")
+    assert done.returncode == 0, done.stderr
     assert json.loads(off.read_text())["saliency_transfer"] == "pq-unmapped"
-    done = run_cli("materialize", *common, "--output", str(hidden), "--transfer-column", "")
+    done = run_cli_in_process(
+        "materialize", *common, "--output", str(hidden), "--transfer-column", ""
+    )
     assert done.returncode == 0, done.stderr
     assert "saliency_transfer" not in json.loads(hidden.read_text())
 

@@ -9,7 +9,12 @@ errors come before any work (no output, no clip computed).
 
 Every command runs bounded (tests/support/bounded.py): an address-space cap on each process, a
 time limit, a per-clip ``--decode-timeout``. None may print a traceback, hang or leave a process
-behind. The module ends with one summary line of the counts.
+behind. The exceptions are the flags and manifests whose values, types or keys are wrong: plain
+configuration errors, refused before any work by the same validation whatever the value, they
+call the command's ``main`` in the test process (a new bounded process each cost about a second
+of start-up; an exception out of ``main`` fails the case); the manifests that attack resources
+(deep nesting, huge numbers, a FIFO, a huge file) stay bounded, as does every table case. The
+module ends with one summary line of the counts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli_in_process
 from support.bounded import CommandRun, Ledger, run_command, write_report_line
 from support.clips import (
     ffmpeg_exe,
@@ -577,6 +584,7 @@ class CommandCase:
     message: str  # a pattern stderr must contain
     check: Callable[[Path, CommandRun], None] | None = None
     timeout_s: float = 60.0
+    in_process: bool = False  # a plain configuration error: main in the test process
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -949,7 +957,7 @@ TABLE_CASES = [
 ]
 
 FLAG_CASES = [
-    CommandCase(f"flag {' '.join(flags)}", materialize(*flags), 2, message)
+    CommandCase(f"flag {' '.join(flags)}", materialize(*flags), 2, message, in_process=True)
     for flags, message in [
         (("--max-frames", "0"), r"max_frames must be at least 1, got 0"),
         (("--max-frames", "abc"), r"argument --max-frames: invalid int value"),
@@ -1024,8 +1032,17 @@ def sparse_manifest(path: Path, clip: Path) -> None:
 
 B = r"table 'b' \(table entry 1\): "
 A_AND_B = '{"id": "a", "input": "a.jsonl", "output": "a.out.jsonl"}'
+# Manifests that attack the reader's resources, run bounded like every table case.
+BOUNDED_MANIFEST_CASES = {
+    "nesting 100000 deep",
+    "a 5000-digit integer",
+    "a FIFO",
+    "larger than 16 MiB",
+}
 MANIFEST_CASES = [
-    CommandCase(f"manifest {name}", build, 2, message)
+    CommandCase(
+        f"manifest {name}", build, 2, message, in_process=name not in BOUNDED_MANIFEST_CASES
+    )
     for name, build, message in [
         (
             "max_frames as text",
@@ -1275,16 +1292,31 @@ def command_runs(tmp_path_factory, ledger) -> dict[str, tuple[Path, CommandRun]]
         index, case = index_and_case
         folder = base / f"case-{index:03d}"
         folder.mkdir()
-        args = case.build(folder, clip)
+        args = [str(arg) for arg in case.build(folder, clip)]
         env = {"SALIENCY_ASSETS_CACHE": str(folder / "cache")}
+        if case.in_process:
+            return case.name, folder, call_main(args, folder, env)
         return case.name, folder, run_command(args, cwd=folder, env=env, timeout_s=case.timeout_s)
 
+    cases = list(enumerate(COMMAND_CASES))
     with ThreadPoolExecutor(COMMAND_WORKERS) as pool:
-        results = list(pool.map(run_case, enumerate(COMMAND_CASES)))
+        results = list(pool.map(run_case, [pair for pair in cases if not pair[1].in_process]))
     for _, _, run in results:
         ledger.record(run)
+    # One after another in this thread: main swaps the process's streams, directory and signals.
+    results += [run_case(pair) for pair in cases if pair[1].in_process]
     ledger.cases += len(COMMAND_CASES)
+    ledger.in_process += sum(case.in_process for case in COMMAND_CASES)
     return {name: (folder, run) for name, folder, run in results}
+
+
+def call_main(args: list[str], folder: Path, env: dict[str, str]) -> CommandRun:
+    """The command's main in this process, as a CommandRun (no process: no memory to sample,
+    none left behind)."""
+    started = time.monotonic()
+    done = run_cli_in_process(*args, cwd=folder, env=env)
+    seconds = time.monotonic() - started
+    return CommandRun(args, done.returncode, done.stdout, done.stderr, seconds, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=lambda case: case.name)

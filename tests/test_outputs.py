@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 from saliency_assets.core.contract.errors import ConfigError
 from saliency_assets.core.contract.overwrites import reject_overwrites
@@ -37,10 +37,10 @@ def table(tmp_path, clip_dir) -> Path:
     return write_jsonl(tmp_path / "in.jsonl", [{"src": str(clip_dir / "clip.mp4")}])
 
 
-def materialize(table: Path, output: Path, *flags: str):
-    return run_cli(
-        "materialize", "--input", str(table), "--output", str(output), "--jobs", "1", *flags
-    )
+def materialize(table: Path, output: Path, *flags: str, run=run_cli):
+    """The command in a new process, or in this one (``run=run_cli_in_process``) where what is
+    tested is a refusal before any work."""
+    return run("materialize", "--input", str(table), "--output", str(output), "--jobs", "1", *flags)
 
 
 def assert_usage_error_naming(done, *paths: Path) -> None:
@@ -58,7 +58,7 @@ def test_audit_that_is_the_input_is_refused_before_any_clip(tmp_path, table):
     before = table.read_bytes()
     store = tmp_path / "store"
     done = materialize(table, tmp_path / "out.jsonl", "--audit-json", str(table),
-                       "--results-store", str(store))  # fmt: skip
+                       "--results-store", str(store), run=run_cli_in_process)  # fmt: skip
     assert_usage_error_naming(done, table)
     assert "--audit-json" in done.stderr and "--input" in done.stderr
     assert table.read_bytes() == before
@@ -70,7 +70,7 @@ def test_output_that_is_the_model_is_refused(tmp_path, table):
     model = tmp_path / "model.parquet"  # a real model, under a name an output may have
     shutil.copy(choose_model(None, None).path, model)
     before = model.read_bytes()
-    done = materialize(table, model, "--model-path", str(model))
+    done = materialize(table, model, "--model-path", str(model), run=run_cli_in_process)
     assert_usage_error_naming(done, model)
     assert "--output" in done.stderr and "--model-path" in done.stderr
     assert model.read_bytes() == before
@@ -81,7 +81,7 @@ def test_output_linked_to_the_input_is_refused(tmp_path, table, link):
     output = tmp_path / "linked.jsonl"
     (os.link if link == "hard" else os.symlink)(table, output)
     before = table.read_bytes()
-    done = materialize(table, output)
+    done = materialize(table, output, run=run_cli_in_process)
     assert_usage_error_naming(done, output, table)
     assert table.read_bytes() == before
 
@@ -89,12 +89,14 @@ def test_output_linked_to_the_input_is_refused(tmp_path, table, link):
 def test_input_reached_through_a_symlink_is_not_overwritten(tmp_path, table):
     alias = tmp_path / "alias" / "in.jsonl"
     alias.parent.symlink_to(tmp_path)
-    done = materialize(alias, table)
+    done = materialize(alias, table, run=run_cli_in_process)
     assert_usage_error_naming(done, table, alias)
 
 
 def test_results_store_holding_the_input_is_refused(tmp_path, table):
-    done = materialize(table, tmp_path / "out.jsonl", "--results-store", str(tmp_path))
+    done = materialize(
+        table, tmp_path / "out.jsonl", "--results-store", str(tmp_path), run=run_cli_in_process
+    )
     assert_usage_error_naming(done, tmp_path, table)
 
 
@@ -109,7 +111,7 @@ def test_manifest_audit_that_is_its_own_input_is_refused(tmp_path, table):
         tmp_path / "batch.json",
         [{"id": "a", "input": "in.jsonl", "output": "out.jsonl", "audit_json": "in.jsonl"}],
     )
-    done = run_cli("batch", "--manifest", str(manifest))
+    done = run_cli_in_process("batch", "--manifest", str(manifest))
     assert_usage_error_naming(done, table)
     assert "table 'a' audit_json" in done.stderr and "table 'a' input" in done.stderr
     assert table.read_bytes() == before
@@ -120,7 +122,7 @@ def test_batch_report_that_is_the_manifest_is_refused(tmp_path, table):
         tmp_path / "batch.json", [{"id": "a", "input": "in.jsonl", "output": "out.jsonl"}]
     )
     before = manifest.read_bytes()
-    done = run_cli("batch", "--manifest", str(manifest), "--report-json", str(manifest))
+    done = run_cli_in_process("batch", "--manifest", str(manifest), "--report-json", str(manifest))
     assert_usage_error_naming(done, manifest)
     assert "--report-json" in done.stderr
     assert manifest.read_bytes() == before
@@ -137,7 +139,7 @@ def test_one_tables_output_over_another_tables_input_is_refused(tmp_path, table)
             {"id": "b", "input": "b.jsonl", "output": "b-out.jsonl", "audit_json": "in.jsonl"},
         ],
     )
-    done = run_cli("batch", "--manifest", str(manifest))
+    done = run_cli_in_process("batch", "--manifest", str(manifest))
     assert_usage_error_naming(done, table)
     assert "table 'b' audit_json" in done.stderr and "table 'a' input" in done.stderr
     assert table.read_bytes() == before

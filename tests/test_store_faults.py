@@ -1,4 +1,4 @@
-"""The results store under faults, through the real command on real clips: edited sources are
+"""The results store under faults, through the command on real clips: edited sources are
 recomputed, copies are reused, damaged parts are set aside, an unwritable store costs only the
 reuse, a kill loses no finished clip, and a URL is never taken for a folder."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 from support.bounded import start_command
 from support.clips import ffmpeg_exe, make_clip, make_raw_yuv, raw_frame_bytes
 
@@ -29,7 +29,7 @@ def write_table(path: Path, names: list[str]) -> Path:
 def materialize(table: Path, root: Path, store: Path | str, folder: Path, *flags: str):
     """Run the command; return (completed process, output rows, audit record)."""
     output, audit = folder / "out.jsonl", folder / "audit.json"
-    done = run_cli(
+    done = run_cli_in_process(
         "materialize", "--input", str(table), "--output", str(output), "--root", str(root),
         "--results-store", str(store), "--audit-json", str(audit), "--jobs", "1",
         "--max-frames", "3", *flags,

@@ -233,6 +233,7 @@ class Ledger:
     cases: int = 0
     runs: list[CommandRun] = field(default_factory=list)
     altered_rows: int = 0
+    in_process: int = 0  # cases that called main in the test process, not a bounded command
 
     def record(self, run: CommandRun) -> CommandRun:
         self.runs.append(run)
@@ -245,7 +246,8 @@ class Ledger:
         peak = max((run.peak_rss_mib for run in self.runs), default=0.0)
         tree = max((run.peak_tree_mib for run in self.runs), default=0.0)
         return (
-            f"{self.title}: {self.cases} cases through {len(self.runs)} commands; "
+            f"{self.title}: {self.cases} cases through {len(self.runs)} commands and "
+            f"{self.in_process} calls of main; "
             f"crashes {crashes}, hangs {hangs}, leftover processes {leftovers}, "
             f"lost or altered rows {self.altered_rows}; peak RSS {peak:.0f} MiB per process, "
             f"{tree:.0f} MiB per command (address space capped at "
@@ -253,8 +255,17 @@ class Ledger:
         )
 
 
+REPORT_LINES = "saliency_report_lines"  # the key in a pytest-xdist worker's output
+
+
 def write_report_line(request, line: str) -> None:
-    """Print ``line`` in pytest's terminal summary, past output capturing."""
+    """Print ``line`` in pytest's terminal output, past output capturing. A pytest-xdist worker
+    prints nothing: it hands the line to the controller, which prints it in its summary
+    (``pytest_testnodedown`` and ``pytest_terminal_summary`` in conftest.py)."""
+    worker_output = getattr(request.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output.setdefault(REPORT_LINES, []).append(line)
+        return
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     if reporter is None or capture is None:
