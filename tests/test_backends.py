@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
-import openvino
 import pytest
 from conftest import run_cli_in_process
 from support.clips import make_clip, pattern_planes
@@ -22,6 +23,7 @@ from support.clips import make_clip, pattern_planes
 from saliency_assets.core.decode.decoding import DecodedFrame
 from saliency_assets.core.model import saliency_model as model_module
 from saliency_assets.core.model.clip_saliency import frame_saliency
+from saliency_assets.core.model.openvino_runtime import openvino
 from saliency_assets.core.model.reducers import map_statistics
 from saliency_assets.core.model.saliency_model import (
     AUTO,
@@ -82,6 +84,19 @@ def test_openvino_is_compiled_fp32_one_stream_unpinned(shared_models_dir, thread
     assert compiled.get_property("INFERENCE_NUM_THREADS") == threads
     # Pinned, two single-thread workers' threads land on one core (half speed each).
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
+def test_openvino_is_imported_without_its_usage_telemetry():
+    """openvino's package posts usage data to Google Analytics from a forked process unless
+    told otherwise; the runtime the workers import takes its converter's stub instead."""
+    probe = (
+        "from saliency_assets.core.model.openvino_runtime import openvino\n"
+        "import sys\n"
+        "print(sys.modules['openvino.tools.ovc.telemetry_utils'].tm.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "openvino.tools.ovc.telemetry_stub"
 
 
 def test_auto_takes_openvino_and_cpu_provider_keeps_onnxruntime(shared_models_dir):

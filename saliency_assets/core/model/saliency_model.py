@@ -394,7 +394,7 @@ class _OpenVinoRunner(_Runner):
     providers = (OPENVINO,)
 
     def __init__(self, path: Path, threads: int) -> None:
-        import openvino
+        from saliency_assets.core.model.openvino_runtime import openvino
 
         core = openvino.Core()
         try:
