@@ -276,7 +276,10 @@ def _kill_with_children(pid: int) -> None:
                 os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    os.kill(pid, signal.SIGKILL)
+    try:  # it may have been killed and reaped meanwhile (a timeout and a stop at once)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _children(pid: int) -> list[int]:
