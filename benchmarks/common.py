@@ -52,7 +52,14 @@ class Measured:
     stderr: str
 
 
-def run_measured(command: list[str], cwd: Path = REPO_ROOT) -> Measured:
+def table_row(clip: dict) -> dict:
+    """A corpus clip as a row of the product's input table (raw ``.yuv`` with its geometry)."""
+    if clip["codec"] == "yuv":
+        return {"src": clip["path"], "width": clip["width"], "height": clip["height"]}
+    return {"src": clip["path"]}
+
+
+def run_measured(command: list[str], cwd: Path = REPO_ROOT, env: dict | None = None) -> Measured:
     """Run ``command``; sample the memory of it and all its descendants.
 
     RSS summed over the tree counts pages shared between processes (the libraries a forked
@@ -61,7 +68,7 @@ def run_measured(command: list[str], cwd: Path = REPO_ROOT) -> Measured:
     """
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     sampler = _TreeSampler(process.pid)
     sampler.start()

@@ -7,7 +7,10 @@ tensor. Variants:
 - ``ENGINE/1`` and ``ENGINE/2``: one process alone with 1 or 2 threads (the tail of a run,
   where a worker takes the idle core: is the second thread worth it?);
 - ``ENGINE/1x2``: two single-thread processes side by side (every worker busy; with pinning
-  on, OpenVINO's two processes would share one core and this would be twice ``ENGINE/1``).
+  on, OpenVINO's two processes would share one core and this would be twice ``ENGINE/1``);
+- ``ENGINE/s2``: one process with two single-thread streams, two calls at a time from two
+  threads (how a worker spreads a clip's frames). Like ``1x2``, its seconds a call are per
+  stream: two frames go through in that time.
 
 Rounds rotate the variants' order; ``/proc/loadavg`` is recorded before each. Per variant the
 median seconds a call, the speed relative to ``CPUExecutionProvider/1`` in the same round
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PYTHON, print_table, shared_model, write_json  # noqa: E402
 
-REFERENCE = "CPUExecutionProvider/1"
+REFERENCE = "CPUExecutionProvider/1"  # the speeds' reference, else the first variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,20 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engines", default="CPUExecutionProvider,OpenVINO")
-    parser.add_argument("--kinds", default="1,2,1x2", type=lambda text: text.split(","))
-    parser.add_argument(
-        "--one", nargs=3, metavar=("ENGINE", "THREADS", "MAP"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--kinds", default="1,2,1x2,s2", type=lambda text: text.split(","))
+    parser.add_argument("--one", nargs=3, metavar=("ENGINE", "KIND", "MAP"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def run_variant(variant: str, model: Path, args, work: Path) -> dict:
     engine, kind = variant.split("/")
-    processes, threads = (2, 1) if kind == "1x2" else (1, int(kind))
+    processes, alone = (2, "1") if kind == "1x2" else (1, kind)
     commands = [
         [PYTHON, __file__, "--model", str(model), "--geometry", args.geometry, "--calls",
-         str(args.calls), "--one", engine, str(threads),
-         str(work / f"{engine}-{threads}-{index}.npy")]
+         str(args.calls), "--one", engine, alone, str(work / f"{engine}-{kind}-{index}.npy")]
         for index in range(processes)
     ]  # fmt: skip
     with ThreadPoolExecutor(processes) as pool:
@@ -101,19 +101,23 @@ def _run(command: list[str]) -> dict:
 
 
 def measure_one(args) -> int:
-    """In the child: build the model, warm up, time the calls, save the map."""
+    """In the child: build the model, warm up, time the calls, save the map. ``KIND`` ``s2``:
+    two streams, ``--calls`` calls on each at once (seconds a call per stream)."""
     import numpy as np
 
     from saliency_assets.core.model.saliency_model import SaliencyModel
 
-    engine, threads, map_path = args.one
+    engine, kind, map_path = args.one
+    streams, threads = (2, 1) if kind == "s2" else (1, int(kind))
     width, height = (int(part) for part in args.geometry.split("x"))
-    model = SaliencyModel(Path(args.model), (engine,), int(threads), tile_above_pixels=None)
+    model = SaliencyModel(
+        Path(args.model), (engine,), threads, tile_above_pixels=None, streams=streams
+    )
     tensor = np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32)
-    saliency = model.run_window(tensor)
-    started = time.perf_counter()
-    for _ in range(args.calls):
-        model.run_window(tensor)
+    with ThreadPoolExecutor(streams) as pool:
+        saliency = list(pool.map(model.run_window, [tensor] * streams))[0]
+        started = time.perf_counter()
+        list(pool.map(model.run_window, [tensor] * (args.calls * streams)))
     seconds = (time.perf_counter() - started) / args.calls
     np.save(map_path, saliency)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
@@ -125,23 +129,22 @@ def measure_one(args) -> int:
 def summarise(variants: list[str], rounds: list[dict], work: Path) -> dict:
     import numpy as np
 
-    if REFERENCE not in variants:
-        raise SystemExit(f"engines.py: {REFERENCE} must be among the variants (the reference)")
-    reference = np.load(rounds[0]["results"][REFERENCE]["map"])
+    base = REFERENCE if REFERENCE in variants else variants[0]
+    reference = np.load(rounds[0]["results"][base]["map"])
     table = {}
     for variant in variants:
         results = [done["results"][variant] for done in rounds]
-        relative = [_seconds(done, REFERENCE) / _seconds(done, variant) for done in rounds]
+        relative = [_seconds(done, base) / _seconds(done, variant) for done in rounds]
         saliency = np.load(results[0]["map"])
         table[variant] = {
             "backend": results[0]["backend"],
             "seconds_per_call": statistics.median(r["seconds_per_call"] for r in results),
-            "speed_vs_onnxruntime_1": statistics.median(relative),
+            "speed_vs_reference": statistics.median(relative),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
             "max_abs_diff": float(np.abs(saliency - reference).max()),
             "mean_diff": float(abs(saliency.mean() - reference.mean())),
         }
-    return {"variants": table}
+    return {"reference": base, "variants": table}
 
 
 def _seconds(done: dict, variant: str) -> float:
@@ -151,9 +154,10 @@ def _seconds(done: dict, variant: str) -> float:
 def report(summary: dict, args) -> None:
     print(f"\n{args.model} at {args.geometry}, {args.calls} calls, median of {args.rounds} rounds")
     print_table(
-        ["variant", "s/call", f"x {REFERENCE}", "peak RSS MB", "max|map diff|", "|mean diff|"],
+        ["variant", "s/call", f"x {summary['reference']}", "peak RSS MB", "max|map diff|",
+         "|mean diff|"],
         [
-            [name, v["seconds_per_call"], v["speed_vs_onnxruntime_1"], v["peak_rss_mb"],
+            [name, v["seconds_per_call"], v["speed_vs_reference"], v["peak_rss_mb"],
              f"{v['max_abs_diff']:.1e}", f"{v['mean_diff']:.1e}"]
             for name, v in summary["variants"].items()
         ],

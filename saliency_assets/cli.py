@@ -147,7 +147,7 @@ def _add_new_flags(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.decode_timeout,
         help="seconds allowed to decode one clip; 0 means no limit",
     )
-    add("--jobs", type=int, default=None, help="worker processes (default: number of cores)")
+    add("--jobs", type=int, default=None, help="cores to use (default: all of them)")
     add(
         "--providers",
         type=_providers,

@@ -13,7 +13,11 @@ from support.clips import pattern_planes
 from support.reference_pipeline import reference_model_input, reference_pad
 
 from saliency_assets.core.decode.decoding import DecodedFrame
-from saliency_assets.core.model.clip_saliency import frame_saliency, yuv420p_window_input
+from saliency_assets.core.model.clip_saliency import (
+    frame_saliency,
+    rgb24_input,
+    yuv420p_window_input,
+)
 from saliency_assets.core.model.preprocessing import model_input, rgb24_to_rgb, yuv420p_to_rgb
 from saliency_assets.core.model.receptive_field import analyse_graph, tile_geometry
 from saliency_assets.core.model.saliency_model import TILE_ABOVE_PIXELS, TILE_SIZE, SaliencyModel
@@ -79,6 +83,13 @@ def test_tiled_predict_of_a_whole_tensor_equals_the_single_call(model_case):
 
     assert untiled.tiles_for(*tensor.shape[-2:]) is None
     assert np.abs(tiled - untiled.predict(tensor, height, width)).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize(("height", "width"), [(288, 512), (291, 517), (64, 96)])
+def test_inference_size_inputs_are_bit_identical_to_the_edge_padded_model_input(height, width):
+    rgb = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    expected = model_input(rgb24_to_rgb(rgb), pad_mode="edge")
+    np.testing.assert_array_equal(rgb24_input(rgb), expected)
 
 
 @pytest.mark.parametrize(("height", "width"), [(1080, 1920), (541, 961), (48, 64)])

@@ -21,12 +21,12 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from saliency_assets.core.contract.errors import ConfigError
 from saliency_assets.core.model.tiling import (
@@ -47,13 +47,12 @@ ENGINE_NOTICE = "saliency materialize: inference on "  # the line that says whic
 # Both spellings ask for the OpenVINO runtime package (not onnxruntime's OpenVINO provider).
 OPENVINO_NAMES = frozenset({"openvino", "openvinoexecutionprovider"})
 # Exactness first: FP32 and the accuracy mode, never the bf16 default of CPUs that have bf16
-# (3e-3 off). One stream, threads as asked; pinning off, or two single-thread workers' threads
-# are pinned to the same core and both run at half speed (issue 14).
+# (3e-3 off). Streams and threads as asked (_OpenVinoRunner); pinning off, or two single-thread
+# workers' threads are pinned to the same core and both run at half speed (issue 14).
 OPENVINO_CPU_CONFIG = {
     "INFERENCE_PRECISION_HINT": "f32",
     "EXECUTION_MODE_HINT": "ACCURACY",
     "PERFORMANCE_HINT": "LATENCY",
-    "NUM_STREAMS": "1",
     "ENABLE_CPU_PINNING": "NO",
     "ENABLE_HYPER_THREADING": "NO",
 }
@@ -62,19 +61,18 @@ OPENVINO_CPU_CONFIG = {
 # needs 3.5 GB per worker; cores of 384 px (464 px windows with the students' margin) keep the
 # arena near 100 MB: two 4K workers and their parent peak near 1 GB (benchmarks/README.md).
 TILE_ABOVE_PIXELS = 2_500_000
-# A worker takes more threads for the tail of a run only for frames of at least this many
-# padded pixels (about 720p): the rebuild costs up to a few of the small (--inference-size)
-# calls it would speed up. Not tuned on a quiet machine yet (benchmarks/README.md).
-MORE_THREADS_FROM_PIXELS = 900_000
 TILE_SIZE = 384
+# OpenVINO compiles calls of at least this many pixels for their exact shape (_OpenVinoRunner):
+# native frames from about 540p up; tile windows and inference-size frames stay below.
+STATIC_FROM_PIXELS = 400_000
+WARM_UP_SIDE = 32  # the smallest padded frame (preprocessing.PAD_MULTIPLE)
 # glibc's mmap threshold starts at 128 KiB but rises to 32 MiB once a big buffer is freed;
-# after that, freed window tensors and arena chunks stay in the heap and a 4K worker's memory
-# creeps up frame by frame (+80 MB over 8 frames). Pinned, they go back to the system; it is
-# pinned only once a frame is tiled, as it costs ~5 % on the single call (page faults).
+# after that, freed frame tensors, maps and arena chunks stay in the heap (in one arena per
+# stream thread): a 4K worker's memory crept up frame by frame (+80 MB over 8 frames) and a
+# 1080p worker with two streams held ~100 MB more. Pinned once a model is loaded, they go back
+# to the system; a 1080p frame took as long either way, on both engines (benchmarks/README.md).
 _MALLOC_MMAP_THRESHOLD = -3  # M_MMAP_THRESHOLD in <malloc.h>
 _LARGE_BUFFER_BYTES = 1 << 20
-_SHRINK_ARENA = ort.RunOptions()
-_SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 _FLOAT32_NAMES = ("tensor(float)", "f32")
 
 log = logging.getLogger(__name__)
@@ -134,11 +132,11 @@ class SaliencyModel:
     pixels when the model's receptive field is known (:mod:`.tiling`); the stitched map equals
     the single call's within float rounding. ``tile_above_pixels=None`` never tiles.
 
-    ``threads_wanted``, when given, is asked before every frame how many threads the session
-    may use; when the answer changes the session is rebuilt with that many (a worker pool
-    gives a worker a second core once fewer clips than workers are left), for frames of
-    :data:`MORE_THREADS_FROM_PIXELS` or more. A session on an accelerator (CUDA) is never
-    rebuilt for that.
+    ``streams`` calls may run at once, from as many threads, each on ``intra_op_threads``
+    threads of its own: a worker infers several frames of a clip side by side (OpenVINO
+    compiles that many streams; onnxruntime runs concurrent calls on one session). A stream
+    allocates its buffers the first time it is used, so unused streams cost next to nothing.
+    On an accelerator (CUDA) ``streams`` is 1.
     """
 
     def __init__(
@@ -149,15 +147,18 @@ class SaliencyModel:
         *,
         tile_size: int = TILE_SIZE,
         tile_above_pixels: int | None = TILE_ABOVE_PIXELS,
-        threads_wanted: Callable[[], int] | None = None,
+        streams: int = 1,
     ) -> None:
         self.path = Path(path)
         self.requested = tuple(providers)
         self.threads = intra_op_threads
-        self._runner = open_runner(self.path, self.requested, intra_op_threads)
+        self._runner = open_runner(self.path, self.requested, intra_op_threads, max(1, streams))
+        self.streams = max(1, streams) if self._runner.on_cpu else 1
+        _return_large_buffers_to_the_system()
+        if self.streams > 1:
+            self._warm_up()
         self.tile_size = tile_size
         self.tile_above_pixels = tile_above_pixels
-        self._threads_wanted = threads_wanted
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -169,21 +170,19 @@ class SaliencyModel:
         """The engine in words, with its version, for logs and benchmark records."""
         return self._runner.description
 
-    def run_window(self, tensor: np.ndarray, release_memory: bool = False) -> np.ndarray:
-        """One call of the model on a [1, 3, h, w] tensor: its (h, w) float32 map."""
-        return self._runner.run(tensor, release_memory)
+    def _warm_up(self) -> None:
+        """One small call before any two run at once: OpenVINO's Python binding sets numpy up
+        on its first call in a one-time initialiser that deadlocks (a C++ static guard held
+        while waiting for the GIL) when two threads make their first calls together."""
+        try:
+            self._runner.run(np.zeros((1, 3, WARM_UP_SIDE, WARM_UP_SIDE), np.float32), False)
+        except Exception:  # a model that refuses this size says so on the first real frame
+            log.debug("warm-up call refused by %s", self.path, exc_info=True)
 
-    def _follow_thread_share(self, frame_pixels: int) -> None:
-        """Rebuild the session when the worker's thread share changed, for frames big enough
-        that a second thread can pay back the rebuild (an OpenVINO compile takes 0.1-0.4 s)."""
-        wanted = self._threads_wanted() if self._threads_wanted is not None else self.threads
-        if wanted == self.threads or not self._runner.on_cpu:
-            return
-        if wanted > self.threads and frame_pixels < MORE_THREADS_FROM_PIXELS:
-            return
-        self._runner = None  # the old session's memory goes before the new one's comes
-        self._runner = open_runner(self.path, self.requested, wanted)
-        self.threads = wanted
+    def run_window(self, tensor: np.ndarray, release_memory: bool = False) -> np.ndarray:
+        """One call of the model on a [1, 3, h, w] tensor: its (h, w) float32 map. Safe to call
+        from up to ``streams`` threads at once."""
+        return self._runner.run(tensor, release_memory)
 
     def predict(self, tensor: np.ndarray, height: int, width: int) -> np.ndarray:
         """Run one padded NCHW tensor; return the (height, width) float32 map, cropped."""
@@ -207,12 +206,10 @@ class SaliencyModel:
         ``window_input(top, bottom, left, right)`` returns that window of the padded frame as
         a [1, C, h, w] float32 tensor, so a large frame never exists as one tensor.
         """
-        self._follow_thread_share(padded_height * padded_width)
         tiles = self.tiles_for(padded_height, padded_width)
         if tiles is None:
             full_map = self.run_window(window_input(0, padded_height, 0, padded_width))
         else:
-            _return_large_buffers_to_the_system()
             full_map = run_tiles(tiles, window_input, self._window_runner(len(tiles)))
         return full_map[:height, :width]
 
@@ -280,15 +277,15 @@ def _openvino_description() -> str:
     return f"OpenVINO {importlib.metadata.version('openvino')} (CPU, FP32)"
 
 
-def open_runner(path: Path, providers: tuple[str, ...], threads: int) -> _Runner:
+def open_runner(path: Path, providers: tuple[str, ...], threads: int, streams: int = 1) -> _Runner:
     """The engine ``providers`` asks for: OpenVINO (asked by name, or ``auto`` where it is
     installed) or onnxruntime with the providers it has; a missing one falls back with a
-    warning, never silently."""
+    warning, never silently. ``streams`` calls of ``threads`` threads each may run at once."""
     wants_openvino = bool(providers) and providers[0].lower() in OPENVINO_NAMES
     automatic = tuple(providers) == (AUTO,)
     if wants_openvino or automatic:
         if openvino_installed():
-            return _openvino_or_fallback(path, threads, automatic)
+            return _openvino_or_fallback(path, threads, streams, automatic)
         if wants_openvino:
             log.warning(
                 "%s is not installed (pip install 'saliency-assets[openvino]'); falling back to %s",
@@ -299,9 +296,9 @@ def open_runner(path: Path, providers: tuple[str, ...], threads: int) -> _Runner
     return _OnnxRuntimeRunner(path, providers or (CPU_PROVIDER,), threads)
 
 
-def _openvino_or_fallback(path: Path, threads: int, automatic: bool) -> _Runner:
+def _openvino_or_fallback(path: Path, threads: int, streams: int, automatic: bool) -> _Runner:
     try:
-        return _OpenVinoRunner(path, threads)
+        return _OpenVinoRunner(path, threads, streams)
     except ConfigError as error:
         if not automatic:
             raise
@@ -311,7 +308,7 @@ def _openvino_or_fallback(path: Path, threads: int, automatic: bool) -> _Runner:
 
 def available_providers(requested: tuple[str, ...]) -> list[str]:
     """The requested providers this onnxruntime build has, CPU always last as the fallback."""
-    installed = set(ort.get_available_providers())
+    installed = set(_onnxruntime().get_available_providers())
     chosen = [name for name in requested if name in installed and name != CPU_PROVIDER]
     missing = [name for name in requested if name not in installed]
     if missing:
@@ -333,6 +330,20 @@ def _find_model_by_id(model_id: str) -> Path:
         f"model_id {model_id!r} names no model: no {model_id}.onnx in {searched}; "
         f"pass model_path or add its folder to ${MODEL_DIRS_ENV}"
     )
+
+
+def _onnxruntime():
+    """onnxruntime, imported where a session is made: a worker on OpenVINO never loads it."""
+    import onnxruntime
+
+    return onnxruntime
+
+
+@functools.cache
+def _shrink_arena_options():
+    options = _onnxruntime().RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 @functools.cache
@@ -371,6 +382,9 @@ class _Runner:
 
 
 class _OnnxRuntimeRunner(_Runner):
+    """One onnxruntime session; concurrent calls each run on their caller's thread (with one
+    intra-op thread), so streams need nothing more."""
+
     def __init__(self, path: Path, providers: tuple[str, ...], threads: int) -> None:
         self.session = _open_session(path, providers, threads)
         self.input_name, self.output_name = _check_contract(
@@ -380,42 +394,105 @@ class _OnnxRuntimeRunner(_Runner):
         )
         self.providers = tuple(self.session.get_providers())
         self.on_cpu = self.providers[0] == CPU_PROVIDER
-        self.description = f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
+        self.description = f"onnxruntime {_onnxruntime().__version__} ({', '.join(self.providers)})"
 
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
-        options = _SHRINK_ARENA if release_memory else None
+        options = _shrink_arena_options() if release_memory else None
         outputs = self.session.run([self.output_name], {self.input_name: tensor}, options)
         return np.asarray(outputs[0][0, 0], dtype=np.float32)
 
 
 class _OpenVinoRunner(_Runner):
-    """The OpenVINO runtime, compiled for the CPU with :data:`OPENVINO_CPU_CONFIG`."""
+    """The OpenVINO runtime, compiled for the CPU with :data:`OPENVINO_CPU_CONFIG` and
+    ``streams`` streams of ``threads`` threads.
+
+    Calls of :data:`STATIC_FROM_PIXELS` or more run on a compile for their exact shape, the
+    latest shape's kept: known at compile time, a 1920x1088 call needs 573 MB a stream instead
+    of 653 (544x960: 227 instead of 246), bit for bit the same map and no slower. Smaller
+    calls (tile windows, inference-size frames, whose shapes vary from clip to clip) share
+    the compile for any shape.
+    """
 
     providers = (OPENVINO,)
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, streams: int = 1) -> None:
         from saliency_assets.core.model.openvino_runtime import openvino
 
-        core = openvino.Core()
+        self._openvino, self._path, self._streams = openvino, path, streams
+        self._core = openvino.Core()
         try:
-            model = core.read_model(str(path))
-            config = {**OPENVINO_CPU_CONFIG, "INFERENCE_NUM_THREADS": str(threads)}
-            self.compiled = core.compile_model(model, "CPU", config)
+            self._model = self._core.read_model(str(path))
         except Exception as error:  # OpenVINO raises RuntimeError subtypes for bad files
             raise ConfigError(f"model file {path} is not a loadable ONNX model: {error}") from None
         _check_contract(
-            [_ov_port(port) for port in model.inputs],
-            [_ov_port(port) for port in model.outputs],
+            [_ov_port(port) for port in self._model.inputs],
+            [_ov_port(port) for port in self._model.outputs],
             path,
         )
-        precision = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        if precision != openvino.Type.f32:  # never a silent bf16 run
-            raise ConfigError(f"OpenVINO compiled {path} for {precision}, not f32")
-        self.request = self.compiled.create_infer_request()
+        self._config = {
+            **OPENVINO_CPU_CONFIG,
+            "NUM_STREAMS": str(streams),
+            "INFERENCE_NUM_THREADS": str(threads * streams),
+        }
+        self._any_shape = self._compile(self._model)
+        self._exact_shape: _CompiledModel | None = None
+        self._compiling = threading.Lock()
         self.description = _openvino_description()
 
+    @property
+    def compiled(self):
+        """The compile for any shape (what the settings are read back from)."""
+        return self._any_shape.compiled
+
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
-        outputs = self.request.infer({0: tensor}, share_inputs=True, share_outputs=False)
+        return self._compiled_for(tuple(tensor.shape)).infer(tensor)
+
+    def _compiled_for(self, shape: tuple[int, ...]) -> _CompiledModel:
+        if shape[-2] * shape[-1] < STATIC_FROM_PIXELS:
+            return self._any_shape
+        exact = self._exact_shape
+        if exact is None or exact.shape != shape:
+            with self._compiling:  # a second stream with the same new shape waits for it
+                if self._exact_shape is None or self._exact_shape.shape != shape:
+                    self._exact_shape = None  # the old shape's buffers go before the new one's
+                    self._exact_shape = self._compile(self._reshaped(shape), shape)
+                exact = self._exact_shape
+        return exact
+
+    def _reshaped(self, shape: tuple[int, ...]):
+        model = self._model.clone()
+        model.reshape({0: list(shape)})
+        return model
+
+    def _compile(self, model, shape: tuple[int, ...] | None = None) -> _CompiledModel:
+        try:
+            compiled = self._core.compile_model(model, "CPU", self._config)
+        except Exception as error:  # OpenVINO raises RuntimeError subtypes for bad files
+            raise ConfigError(
+                f"model file {self._path} is not a loadable ONNX model: {error}"
+            ) from None
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        if precision != self._openvino.Type.f32:  # never a silent bf16 run
+            raise ConfigError(f"OpenVINO compiled {self._path} for {precision}, not f32")
+        return _CompiledModel(compiled, self._streams, shape)
+
+
+class _CompiledModel:
+    """An OpenVINO compiled model and one infer request per stream, taken by the call that
+    runs on it; ``shape`` is the input shape it was compiled for (None: any)."""
+
+    def __init__(self, compiled, streams: int, shape: tuple[int, ...] | None) -> None:
+        self.compiled, self.shape = compiled, shape
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(streams):
+            self.requests.put(compiled.create_infer_request())
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        request = self.requests.get()
+        try:
+            outputs = request.infer({0: tensor}, share_inputs=True, share_outputs=False)
+        finally:
+            self.requests.put(request)
         return np.asarray(outputs[0][0, 0], dtype=np.float32)
 
 
@@ -424,10 +501,11 @@ def _ov_port(port) -> Port:
     return port.any_name, shape, port.element_type.get_type_name()
 
 
-def _open_session(path: Path, providers: tuple[str, ...], threads: int) -> ort.InferenceSession:
+def _open_session(path: Path, providers: tuple[str, ...], threads: int):
+    ort = _onnxruntime()
     options = ort.SessionOptions()
-    # One thread per worker process: the engine runs a process per core, and at these sizes a
-    # second thread in one session buys nothing (benchmarks/README.md).
+    # One thread per call: the engine runs one call per core (frames side by side), and a
+    # second thread in one call buys less than a second frame (benchmarks/README.md).
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

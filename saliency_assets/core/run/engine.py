@@ -29,7 +29,7 @@ from saliency_assets.core.model.saliency_model import (
 from saliency_assets.core.run.lookahead import looked_up
 from saliency_assets.core.run.progress import Progress
 from saliency_assets.core.run.results_store import ClipKeys, ClipResultStore, ResultKey
-from saliency_assets.core.run.workers import ClipWorkerPool
+from saliency_assets.core.run.workers import ClipWorkerPool, worker_count
 from saliency_assets.core.tables.rows import (
     PLAIN_VALUES,
     RowMetadata,
@@ -368,7 +368,7 @@ def _pool_runner(config: MaterializeConfig, model: ModelChoice, log: TextIO) -> 
         if notice:  # said once there is work, so a usage error stays one line
             print(notice, file=log)
         cores = config.effective_jobs
-        with ClipWorkerPool(job, min(cores, len(tasks)), cores) as pool:
+        with ClipWorkerPool(job, min(worker_count(job, cores), len(tasks)), cores) as pool:
             yield from pool.run(tasks)
 
     return run

@@ -6,10 +6,14 @@ Python), or whose clip overruns the whole-clip limit (a hung model call cannot b
 killed and replaced, and its clip gets ``decode-failed`` or ``model-failed`` by the phase it
 was in. A worker that dies is replaced too, so one bad file never stops a run.
 
-Each worker's session runs one thread while every worker has a clip; once fewer clips are
-left than cores, the busy workers share the idle cores (their sessions are rebuilt with more
-threads before their next frame of ~720p or more), so the tail of a run and a table of a few
-clips keep every core busy instead of leaving it to one single-thread worker.
+A worker infers the frames of its clip side by side, one single-thread inference stream per
+core of its share, and folds their maps back in frame order. At native size a worker's share
+is two cores (half as many processes: one set of libraries and buffers fewer, and a clip's
+frames keep both cores busy to its end); at an inference size, where decoding is a large
+share and a worker decodes one clip at a time, it is one. A table of a few clips (fewer than
+workers) gets fewer workers with more streams each, so every core is busy; once no clip is
+waiting, the busy workers split the cores between them, up to the streams they were compiled
+with (nothing is rebuilt: a stream allocates its buffers only once used).
 
 Killing a worker kills the ffmpeg processes it started too. Workers ignore Ctrl-C (the parent
 hears it and stops them) and die with the forkserver they were forked from, which exits with
@@ -23,13 +27,14 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from saliency_assets.core.contract.statuses import DECODE_FAILED, MODEL_FAILED
 from saliency_assets.core.decode.clips import ClipSource
+from saliency_assets.core.decode.sampling import sample_count
 from saliency_assets.core.model.clip_saliency import (
     DECODING,
     INFERRING,
@@ -45,6 +50,8 @@ from saliency_assets.core.run.forkserver import worker_context
 HARD_LIMIT_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.5
 STOP_WAIT_S = 5.0
+# Cores (inference streams) a worker takes at native size; see the module's docstring.
+NATIVE_CORES_PER_WORKER = 2
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 ClipTask = tuple[str, ClipSource]
@@ -67,7 +74,7 @@ class _Worker:
     decode_spent: float = 0.0  # decoding time of the current clip before its latest decode phase
     decoding_since: float = 0.0
     started_at: float | None = None  # when the worker took up the current clip
-    threads: ctypes.c_int | None = None  # its session's threads, in shared memory
+    share: ctypes.c_int | None = None  # its frames at once (cores), in shared memory
 
     def start(self, task: ClipTask) -> None:
         self.task, self.inferring, self.started_at = task, False, None
@@ -93,12 +100,17 @@ class _Worker:
 
 class ClipWorkerPool:
     """Computes clips in ``jobs`` processes on ``cores`` cores (default: one per process); use
-    as a context manager."""
+    as a context manager. :func:`worker_count` is the number of processes the engine runs."""
 
     def __init__(self, job: ClipJob, jobs: int, cores: int | None = None) -> None:
         self.job = job
         self.jobs = max(1, jobs)
         self.cores = max(self.jobs, cores or 1)
+        # A worker's streams are its share with every worker busy (a clip has no more frames
+        # to spread than it samples): a stream more for the tail alone costs each worker
+        # ~0.15 s of compile at start, more than the tail of a long run loses (measured at 288).
+        share = -(-self.cores // self.jobs)
+        self.streams = min(share, sample_count(job.plan)) if job is not None else 1
         self._context = worker_context()
         self._workers: list[_Worker] = []
 
@@ -149,23 +161,22 @@ class ClipWorkerPool:
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._context.Pipe()
-        threads = self._context.Value("i", 1, lock=False)
+        share = self._context.Value("i", 1, lock=False)
         process = self._context.Process(
             target=_worker_main,
-            args=(child_end, self.job, threads),
+            args=(child_end, self.job, share, self.streams),
             daemon=True,
             name="saliency-worker",
         )
         process.start()
         child_end.close()
-        return _Worker(process, parent_end, threads=threads)
+        return _Worker(process, parent_end, share=share)
 
     def _share_cores(self, tail: bool) -> None:
-        """Every worker one core's worth of threads; in the tail (no clip waiting), the busy
-        workers split all the cores between them."""
+        """The workers split the cores; in the tail (no clip waiting), only the busy ones."""
         sharing = [worker for worker in self._workers if worker.task] if tail else self._workers
-        for worker, threads in zip(sharing, thread_shares(self.cores, len(sharing)), strict=True):
-            worker.threads.value = threads
+        for worker, cores in zip(sharing, core_shares(self.cores, len(sharing)), strict=True):
+            worker.share.value = cores
 
     def _assign(self, worker: _Worker, task: ClipTask) -> None:
         worker.connection.send(task)
@@ -232,8 +243,15 @@ class ClipWorkerPool:
         return key, result
 
 
-def thread_shares(cores: int, workers: int) -> list[int]:
-    """``cores`` threads split as evenly as possible over ``workers``, at least one each."""
+def worker_count(job: ClipJob, cores: int) -> int:
+    """The worker processes a run on ``cores`` cores starts (see the module's docstring)."""
+    if job.plan.inference_size is None:
+        return max(1, -(-cores // NATIVE_CORES_PER_WORKER))
+    return max(1, cores)
+
+
+def core_shares(cores: int, workers: int) -> list[int]:
+    """``cores`` split as evenly as possible over ``workers``, at least one each."""
     if workers == 0:
         return []
     base, extra = divmod(cores, workers)
@@ -298,12 +316,12 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _worker_main(connection: Connection, job: ClipJob, threads: ctypes.c_int) -> None:
+def _worker_main(connection: Connection, job: ClipJob, share: ctypes.c_int, streams: int) -> None:
     _tie_to_parent()
     os.environ.update(dict(job.object_store_env))
-    model = SaliencyModel(job.model_path, job.providers, threads_wanted=lambda: threads.value)
+    model = SaliencyModel(job.model_path, job.providers, streams=streams)
     try:
-        _serve(connection, job, model)
+        _serve(connection, job, model, lambda: share.value)
     except _ParentGone:
         return
 
@@ -312,7 +330,9 @@ class _ParentGone(Exception):
     """The pipe to the parent is closed: nobody is waiting for results any more."""
 
 
-def _serve(connection: Connection, job: ClipJob, model: SaliencyModel) -> None:
+def _serve(
+    connection: Connection, job: ClipJob, model: SaliencyModel, share: Callable[[], int]
+) -> None:
     def send(message: object) -> None:
         try:
             connection.send(message)
@@ -331,7 +351,7 @@ def _serve(connection: Connection, job: ClipJob, model: SaliencyModel) -> None:
             return
         _key, source = task
         report(STARTED)
-        send(("done", compute_clip(source, job, model, on_phase=report)))
+        send(("done", compute_clip(source, job, model, on_phase=report, frames_at_once=share)))
 
 
 def _tie_to_parent() -> None:
