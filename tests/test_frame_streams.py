@@ -20,6 +20,7 @@ from saliency_assets.core.contract.config import TEMPORAL_AGGREGATORS
 from saliency_assets.core.contract.statuses import MODEL_FAILED, OK
 from saliency_assets.core.decode.clips import ClipSource, SamplingPlan
 from saliency_assets.core.model.clip_saliency import (
+    INFERRING,
     ClipJob,
     ClipMapFold,
     compute_clip,
@@ -82,6 +83,7 @@ class SideBySideModel:
     once, counts the calls running, and fails at once from its ``fail_from``-th call on."""
 
     streams = 2
+    on_accelerator = False
 
     def __init__(self, fail_from: int | None = None) -> None:
         self.barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT_S)
@@ -116,3 +118,44 @@ def test_a_failing_frame_among_those_in_flight_fails_the_clip_naming_it(clips):
     assert result.status == MODEL_FAILED
     assert result.detail == "frame 2: RuntimeError: bad allocation"
     assert model.running == 0  # nothing still inferring once the clip's result is out
+
+
+class DeviceModel:
+    """A model seam on an "accelerator": each call returns only once the fold has started on
+    the next frame (or on draining the last one), so it proves decoding goes on while the
+    device infers; a call that would wait in vain fails at once instead."""
+
+    streams = 1
+    on_accelerator = True
+
+    def __init__(self) -> None:
+        self.frames_begun = 0  # the fold's INFERRING reports: one per frame, one to drain
+        self.begun = threading.Condition()
+        self.calls = 0
+
+    def on_phase(self, phase: str) -> None:
+        if phase == INFERRING:
+            with self.begun:
+                self.frames_begun += 1
+                self.begun.notify_all()
+
+    def predict_windows(self, window, padded_height, padded_width, height, width):
+        self.calls += 1
+        call = self.calls
+        with self.begun:
+            if not self.begun.wait_for(lambda: self.frames_begun > call, BARRIER_TIMEOUT_S):
+                raise RuntimeError(f"frame {call} inferred while nothing else went on")
+        top_left = window(0, 8, 0, 8)
+        return np.full((height, width), float(top_left.mean()), dtype=np.float32)
+
+
+def test_on_an_accelerator_the_next_frame_is_decoded_while_one_infers(clips):
+    model = DeviceModel()
+    overlapped = compute_clip(clips[9], job_for("ema"), model, on_phase=model.on_phase)
+    assert (overlapped.status, overlapped.frames_used, model.calls) == (OK, 8, 8)
+
+    model.on_accelerator = False  # the same seam, one frame at a time: each frame's wait is
+    model.calls, model.frames_begun = 0, 100  # satisfied up front
+    one_at_a_time = compute_clip(clips[9], job_for("ema"), model)
+    assert overlapped.saliency_mean == one_at_a_time.saliency_mean
+    assert overlapped.saliency_var == one_at_a_time.saliency_var

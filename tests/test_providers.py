@@ -72,3 +72,21 @@ def test_the_command_with_cuda_requested_writes_the_cpu_run_numbers(tmp_path, cl
         cpu_row["saliency_mean"],
         cpu_row["saliency_var"],
     )
+
+
+def test_a_bound_call_gives_the_map_of_a_plain_call_bit_for_bit(student_v1):
+    """The I/O binding a CUDA session's calls use, exercised on onnxruntime's CPU device (the
+    same binding calls; only the device differs), against ``session.run``."""
+    model = SaliencyModel(student_v1, (CPU_PROVIDER,))
+    tensor = np.random.default_rng(7).standard_normal((1, 3, 96, 160), dtype=np.float32)
+    plain = model.run_window(tensor)
+    assert model._runner.bound_device is None  # the CPU keeps session.run
+    model._runner.bound_device = "cpu"
+    bound = model.run_window(tensor)
+    assert not model.on_accelerator
+    np.testing.assert_array_equal(bound, plain)
+    assert bound.shape == (96, 160) and bound.dtype == np.float32
+    window = tensor[:, :, :64, :96]  # a strided view, as tile windows are
+    np.testing.assert_array_equal(
+        model.run_window(window), model._runner.session.run(None, {"input": window.copy()})[0][0, 0]
+    )

@@ -118,6 +118,8 @@ def test_the_decode_timeout_still_bounds_decoding(sources, backend):
 class FailingModel:
     """A model seam that works for ``good_frames`` frames, then fails as onnxruntime would."""
 
+    on_accelerator = False
+
     def __init__(self, good_frames: int) -> None:
         self.calls = 0
         self.good_frames = good_frames

@@ -160,8 +160,10 @@ class ClipMapFold:
     Up to ``frames_at_once()`` frames infer side by side on threads of their own while the
     caller decodes the next; their maps are folded in frame order (the reducers are
     order-dependent), so the clip map is bit for bit the one-at-a-time fold. One frame at a
-    time runs on the caller's thread, as before there were streams. Call :meth:`close` when
-    done (it waits for any frame still inferring).
+    time on the CPU runs on the caller's thread, as before there were streams; on an
+    accelerator (``model.on_accelerator``) that one frame infers on a thread of its own, so
+    the next frame is decoded on the CPU while the device runs. Call :meth:`close` when done
+    (it waits for any frame still inferring).
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class ClipMapFold:
         self.job, self.model = job, model
         self._on_phase = on_phase or (lambda phase: None)
         self._frames_at_once = frames_at_once
+        self._overlaps_decoding = model.on_accelerator
         self._in_flight: deque[tuple[DecodedFrame, Future]] = deque()  # in frame order
         self._threads: ThreadPoolExecutor | None = None
         self._reducer = TemporalReducer(job.temporal_aggregator, job.ema_alpha)
@@ -181,7 +184,7 @@ class ClipMapFold:
     def add(self, frame: DecodedFrame) -> None:
         self._on_phase(INFERRING)
         at_once = self._at_once()
-        if at_once <= 1 and not self._in_flight:
+        if at_once <= 1 and not self._in_flight and not self._overlaps_decoding:
             self._fold(frame, self._infer(frame))
         else:
             self._wait_for_a_stream(at_once)

@@ -74,6 +74,8 @@ WARM_UP_SIDE = 32  # the smallest padded frame (preprocessing.PAD_MULTIPLE)
 _MALLOC_MMAP_THRESHOLD = -3  # M_MMAP_THRESHOLD in <malloc.h>
 _LARGE_BUFFER_BYTES = 1 << 20
 _FLOAT32_NAMES = ("tensor(float)", "f32")
+# onnxruntime providers whose calls bind input and output on their device (I/O binding).
+BOUND_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,11 @@ class SaliencyModel:
             self._warm_up()
         self.tile_size = tile_size
         self.tile_above_pixels = tile_above_pixels
+
+    @property
+    def on_accelerator(self) -> bool:
+        """Whether calls run on a device (CUDA) rather than the CPU cores."""
+        return not self._runner.on_cpu
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -383,7 +390,12 @@ class _Runner:
 
 class _OnnxRuntimeRunner(_Runner):
     """One onnxruntime session; concurrent calls each run on their caller's thread (with one
-    intra-op thread), so streams need nothing more."""
+    intra-op thread), so streams need nothing more.
+
+    On a device that onnxruntime binds (:data:`BOUND_DEVICES`), a call binds its input and
+    output (I/O binding): the frame is copied to the device once, straight from the caller's
+    array, and the map stays there until copied back once, without ``run``'s staging.
+    """
 
     def __init__(self, path: Path, providers: tuple[str, ...], threads: int) -> None:
         self.session = _open_session(path, providers, threads)
@@ -395,11 +407,21 @@ class _OnnxRuntimeRunner(_Runner):
         self.providers = tuple(self.session.get_providers())
         self.on_cpu = self.providers[0] == CPU_PROVIDER
         self.description = f"onnxruntime {_onnxruntime().__version__} ({', '.join(self.providers)})"
+        self.bound_device = BOUND_DEVICES.get(self.providers[0])
 
     def run(self, tensor: np.ndarray, release_memory: bool) -> np.ndarray:
+        if self.bound_device is not None:
+            return self._run_bound(tensor)
         options = _shrink_arena_options() if release_memory else None
         outputs = self.session.run([self.output_name], {self.input_name: tensor}, options)
         return np.asarray(outputs[0][0, 0], dtype=np.float32)
+
+    def _run_bound(self, tensor: np.ndarray) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(tensor))
+        binding.bind_output(self.output_name, self.bound_device)
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0][0, 0], dtype=np.float32)
 
 
 class _OpenVinoRunner(_Runner):
