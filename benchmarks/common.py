@@ -129,6 +129,11 @@ def _sum_memory(processes: list[psutil.Process], kind: str) -> int:
     return total
 
 
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages, recorded beside every measurement."""
+    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def machine_facts() -> dict:
     import onnxruntime
 

@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     PYTHON,
     RESULTS_DIR,
     ffmpeg_binary,
+    loadavg,
     machine_facts,
     print_table,
     run_measured,
@@ -198,9 +199,9 @@ def _round(number: int, steps: dict) -> dict:
     order = names[number % len(names) :] + names[: number % len(names)]
     done: dict = {"order": order, "loadavg": {}}
     for name in order:
-        before = _loadavg()
+        before = loadavg()
         done[name] = steps[name]()
-        done["loadavg"][name] = {"before": before, "after": _loadavg()}
+        done["loadavg"][name] = {"before": before, "after": loadavg()}
     print(f"   round {number + 1}: load {done['loadavg']}", flush=True)
     return done
 
@@ -245,10 +246,6 @@ def combine_rounds(summaries: list[dict], rounds: list[dict]) -> dict:
     ]
     combined["detail"] = [summary["detail"] for summary in summaries]
     return combined
-
-
-def _loadavg() -> list[float]:
-    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def _baseline(resolution: str, clips_json: Path, model: Path) -> dict:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, print_table, shared_model, write_json  # noqa: E402
+from common import PYTHON, loadavg, print_table, shared_model, write_json  # noqa: E402
 
 REFERENCE = "CPUExecutionProvider/1"  # the speeds' reference, else the first variant
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         order = variants[number % len(variants) :] + variants[: number % len(variants)]
         done = {"order": order, "loadavg": {}, "results": {}}
         for variant in order:
-            done["loadavg"][variant] = _loadavg()
+            done["loadavg"][variant] = loadavg()
             done["results"][variant] = run_variant(variant, model, args, work)
         rounds.append(done)
         print(f"round {number + 1}: load {done['loadavg']}", flush=True)
@@ -162,10 +162,6 @@ def report(summary: dict, args) -> None:
             for name, v in summary["variants"].items()
         ],
     )  # fmt: skip
-
-
-def _loadavg() -> list[float]:
-    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 if __name__ == "__main__":

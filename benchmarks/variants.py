@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     PYTHON,
     REPO_ROOT,
     RESULTS_DIR,
+    loadavg,
     print_table,
     run_measured,
     shared_model,
@@ -100,7 +101,7 @@ def _round(number: int, trees: dict, table: Path, model: str, args) -> dict:
     order = names[number % len(names) :] + names[: number % len(names)]
     done: dict = {"order": order, "loadavg": {}, "results": {}}
     for name in order:
-        done["loadavg"][name] = _loadavg()
+        done["loadavg"][name] = loadavg()
         done["results"][name] = _run(name, trees[name], table, model, args)
     loads = ", ".join(f"{name} {done['loadavg'][name][0]:.1f}" for name in order)
     print(f"round {number + 1}: load before {loads}", flush=True)
@@ -173,10 +174,6 @@ def report(summary: dict, args, clips: int) -> None:
             for name, v in summary["variants"].items()
         ],
     )  # fmt: skip
-
-
-def _loadavg() -> list[float]:
-    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 if __name__ == "__main__":
