@@ -11,7 +11,7 @@ from dagster_support import load_defs, range_tags, run_job, write_corpus, write_
 
 from saliency_assets.core.contract.errors import ConfigError
 from saliency_assets.core.contract.manifests import load_manifest
-from saliency_assets.core.contract.signal_audit import audit_signal
+from saliency_assets.core.contract.signal_audit import audit_signal, average_ranks
 
 
 def rows_of(means, targets=None):
@@ -51,6 +51,14 @@ def test_spearman_gives_ties_their_average_rank():
     (mean, _) = audit_signal(rows_of([1, 1, 2, 3], [1, 2, 3, 4]), "mos")
     # ranks 1.5, 1.5, 3, 4 against 1, 2, 3, 4
     assert mean.spearman == pytest.approx(np.corrcoef([1.5, 1.5, 3, 4], [1, 2, 3, 4])[0, 1])
+
+
+@pytest.mark.parametrize("distinct", [2, 7, 10**9])
+def test_average_ranks_are_pandas_ranks(distinct):
+    import pandas as pd  # the reference only: the product ranks without pandas
+
+    values = np.random.default_rng(distinct).integers(0, distinct, 200).astype(np.float64)
+    assert np.array_equal(average_ranks(values), pd.Series(values).rank().to_numpy())
 
 
 def test_target_column_must_be_a_name(tmp_path):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from saliency_assets.core.tables.rows import MEAN_COLUMN, VAR_COLUMN
 
@@ -73,9 +72,20 @@ def correlations(values: np.ndarray, target: np.ndarray) -> tuple[float | None, 
         return None, None
     pearson = float(np.corrcoef(values, target)[0, 1])
     # Spearman: Pearson of the ranks, ties sharing their average rank.
-    ranks = pd.Series(values).rank().to_numpy(), pd.Series(target).rank().to_numpy()
-    spearman = float(np.corrcoef(*ranks)[0, 1])
+    spearman = float(np.corrcoef(average_ranks(values), average_ranks(target))[0, 1])
     return pearson, spearman
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of finite values, tied values sharing the mean of their ranks (pandas'
+    ``rank()``, without importing pandas into every command that audits a column)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 def finite_values(rows: Sequence[dict[str, Any]], column: str) -> np.ndarray:
