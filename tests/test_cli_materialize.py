@@ -3,6 +3,7 @@ through the real command, with real clips, real decoding and the real bundled mo
 
 import json
 
+import onnxruntime
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli, run_cli_in_process
@@ -116,6 +117,7 @@ def test_audit_json_with_run_provenance(tmp_path, clip_dir):
     assert len(provenance["model"]["sha256"]) == 64
     assert provenance["inputs"]["model_path"]["sha256"] == provenance["model"]["sha256"]
     assert {"onnxruntime", "av", "numpy", "saliency-assets"} <= set(provenance["versions"])
+    assert provenance["versions"]["onnxruntime"] == onnxruntime.__version__  # read, not imported
     assert provenance["started_at"] <= provenance["finished_at"]
 
 

@@ -7,6 +7,7 @@ sha256, also for the bundled default), package versions, start and finish timest
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from saliency_assets.core.tables import filesystems
 
 PROVENANCE_SCHEMA = "ai-run-provenance-v1"
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
+# The distributions that install the ``onnxruntime`` module: the CPU build and the GPU build.
+ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")
 
 
 def describe_path(path: Path | str | None) -> dict[str, Any] | None:
@@ -91,14 +94,13 @@ def _model_record(model: ModelChoice) -> dict[str, str]:
 def package_versions() -> dict[str, str]:
     import av
     import numpy
-    import onnxruntime
 
     libavcodec = ".".join(str(part) for part in av.library_versions.get("libavcodec", ()))
     return {
         "saliency-assets": _distribution_version("saliency-assets"),
         "python": platform.python_version(),
         "numpy": numpy.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": _onnxruntime_version(),
         "av": av.__version__,
         "libavcodec": libavcodec,
     }
@@ -131,6 +133,15 @@ def _display_path(path: Path) -> str:
         return path.resolve().relative_to(PACKAGE_ROOT).as_posix()
     except (ValueError, OSError):
         return str(path)
+
+
+def _onnxruntime_version() -> str:
+    """The installed onnxruntime build's version, read from its metadata: importing it would
+    load its 30 MB library into a parent process that never runs a session."""
+    for name in ONNXRUNTIME_DISTRIBUTIONS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return "not installed"
 
 
 def _distribution_version(name: str) -> str:
