@@ -253,10 +253,10 @@ class SaliencyModel:
 def validate_model_file(path: Path, providers: tuple[str, ...] = (CPU_PROVIDER,)) -> str:
     """Load once to prove the file is a usable saliency model (ConfigError otherwise).
 
-    Returns the engine that runs it. With ``auto`` the file is checked with onnxruntime
-    (imported here anyway): OpenVINO's libraries and compiled model stay out of the parent
-    process (about 50 MB), and a worker whose OpenVINO cannot compile the file runs it on
-    onnxruntime, with a warning.
+    Returns the engine that runs it. With ``auto`` the file is checked with onnxruntime: a
+    worker whose OpenVINO cannot compile the file runs it on onnxruntime, with a warning.
+    Commands run this in a short-lived child (:mod:`.model_check`), so neither engine's
+    libraries stay in their parent process.
     """
     automatic = tuple(providers) == (AUTO,)
     backend = SaliencyModel(path, (CPU_PROVIDER,) if automatic else providers).backend

@@ -20,12 +20,8 @@ from saliency_assets.core.contract.statuses import MISSING_SOURCE, OK, SKIPPED_E
 from saliency_assets.core.decode.clips import ClipSource
 from saliency_assets.core.decode.decoding import check_binary
 from saliency_assets.core.model.clip_saliency import ClipJob, ClipResult
-from saliency_assets.core.model.saliency_model import (
-    ModelChoice,
-    choose_model,
-    engine_notice,
-    validate_model_file,
-)
+from saliency_assets.core.model.model_check import check_model_file
+from saliency_assets.core.model.saliency_model import ModelChoice, choose_model, engine_notice
 from saliency_assets.core.run.lookahead import looked_up
 from saliency_assets.core.run.progress import Progress
 from saliency_assets.core.run.results_store import ClipKeys, ClipResultStore, ResultKey
@@ -97,7 +93,7 @@ def prepare_model(config: MaterializeConfig) -> ModelChoice:
 
         check_ray_installed()
     model = choose_model(config.model_path, config.model_id)
-    return dataclasses.replace(model, engine=validate_model_file(model.path, config.providers))
+    return dataclasses.replace(model, engine=check_model_file(model.path, config.providers))
 
 
 def materialize_rows(

@@ -16,6 +16,7 @@ a backend module (``RESULTS_STORE_BACKENDS``) offering ``open_store(url, log)``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -28,9 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from saliency_assets.core.contract.config import RESULTS_STORE_BACKENDS, results_store_scheme
 from saliency_assets.core.decode.clips import ClipSource
 from saliency_assets.core.model.clip_saliency import ClipResult
@@ -38,29 +36,13 @@ from saliency_assets.core.run.fingerprints import FingerprintMemo, default_memo_
 from saliency_assets.core.tables.table_files import atomic_write
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from saliency_assets.core.contract.config import MaterializeConfig
 
 CACHE_ENV = "SALIENCY_ASSETS_CACHE"
 COMPACT_AFTER_PARTS = 64
 DAMAGED_SUFFIX = ".damaged"
-_SCHEMA = pa.schema(
-    [
-        ("clip_key", pa.string()),  # where it was computed: for people, not part of the key
-        ("clip_format", pa.string()),
-        ("source_fingerprint", pa.string()),
-        ("model_sha256", pa.string()),
-        ("settings_digest", pa.string()),
-        ("status", pa.string()),
-        ("saliency_mean", pa.float64()),
-        ("saliency_var", pa.float64()),
-        ("detail", pa.string()),
-        ("frames_used", pa.int64()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("computed_at", pa.float64()),
-        ("transfer", pa.string()),
-    ]
-)
 _KEY_COLUMNS = ("clip_format", "source_fingerprint", "model_sha256", "settings_digest")
 _REQUIRED_COLUMNS = (*_KEY_COLUMNS, "status")
 
@@ -257,7 +239,10 @@ class ResultStore:
         about once and not written to again by this store."""
         if not self.writable:
             return False
-        table = pa.Table.from_pylist(records, _SCHEMA)
+        import pyarrow as pa  # here, not at the top: a run with no folder store never loads it
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(records, _part_schema())
         path = self.root / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         try:
             atomic_write(path, lambda handle: pq.write_table(table, handle))
@@ -285,6 +270,8 @@ class ResultStore:
         return [self.root / name for name in names if _is_part_name(name)]
 
     def _read_parts(self, parts: list[Path]) -> Iterable[tuple[ResultKey, ClipResult]]:
+        import pyarrow as pa
+
         damaged = []
         for part in parts:
             try:
@@ -343,22 +330,51 @@ def _is_part_name(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
 
 
+@functools.cache
+def _part_schema() -> pa.Schema:
+    """The columns of a part file."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("clip_key", pa.string()),  # where it was computed: for people, not part of the key
+            ("clip_format", pa.string()),
+            ("source_fingerprint", pa.string()),
+            ("model_sha256", pa.string()),
+            ("settings_digest", pa.string()),
+            ("status", pa.string()),
+            ("saliency_mean", pa.float64()),
+            ("saliency_var", pa.float64()),
+            ("detail", pa.string()),
+            ("frames_used", pa.int64()),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("computed_at", pa.float64()),
+            ("transfer", pa.string()),
+        ]
+    )
+
+
 def _read_part(part: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _part_schema()
     table = pq.read_table(part)
-    if set(table.schema.names) == set(_SCHEMA.names) - {"clip_format"}:
+    if set(table.schema.names) == set(schema.names) - {"clip_format"}:
         return []  # keyed by the old size-and-time fingerprint, which nothing matches now
     if "transfer" not in table.schema.names:  # parts written before the transfer was kept
-        table = table.append_column(_SCHEMA.field("transfer"), pa.nulls(len(table), pa.string()))
+        table = table.append_column(schema.field("transfer"), pa.nulls(len(table), pa.string()))
     wrong = [
         field.name
-        for field in _SCHEMA
+        for field in schema
         if field.name not in table.schema.names or table.schema.field(field.name).type != field.type
     ]
     if wrong:
         raise DamagedPart(f"columns missing or of the wrong type: {', '.join(wrong)}")
     if any(table[name].null_count for name in _REQUIRED_COLUMNS):
         raise DamagedPart(f"empty values in {', '.join(_REQUIRED_COLUMNS)}")
-    return table.select(_SCHEMA.names).to_pylist()
+    return table.select(schema.names).to_pylist()
 
 
 def _set_aside(part: Path) -> None:
