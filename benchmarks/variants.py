@@ -1,7 +1,10 @@
 """Two or more versions of the product, the same command on the same clips, paired.
 
 Every variant is a git ref (its tree is exported to ``results/work/variants/<sha>`` and run
-through ``PYTHONPATH``) or ``WORKTREE`` (the checkout as it is). Each round runs every variant
+from there, through ``PYTHONPATH`` and as the working directory: ``python -m`` puts the working
+directory first on ``sys.path``, so a run from the checkout imports the checkout's package
+whatever ``PYTHONPATH`` says; each variant is checked to import its own tree before any round)
+or ``WORKTREE`` (the checkout as it is). Each round runs every variant
 once, in a rotated order (round r starts with the r-th), with ``/proc/loadavg`` before each;
 per round, each variant's wall time is divided by the first variant's (paired ratio), and the
 median over the rounds is printed with every round's ratio and load beside it. Memory: the
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     table = WORK_DIR / f"{args.resolution}-{len(clips)}-table.jsonl"
     table.write_text("".join(json.dumps(table_row(vars(clip))) + "\n" for clip in clips))
     trees = {name: _tree(name) for name in args.variants.split(",")}
+    for name, tree in trees.items():
+        _check_imports_its_tree(name, tree)
     rounds = [_round(number, trees, table, model, args) for number in range(args.rounds)]
     summary = summarise(list(trees), rounds)
     report(summary, args, len(clips))
@@ -96,6 +101,24 @@ def _tree(name: str) -> Path | None:
     return tree
 
 
+def _environment(tree: Path | None) -> tuple[dict, Path]:
+    """The environment and working directory that make a variant's run import ``tree``."""
+    env = dict(os.environ)
+    if tree is None:
+        return env, REPO_ROOT
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return env, tree
+
+
+def _check_imports_its_tree(name: str, tree: Path | None) -> None:
+    env, cwd = _environment(tree)
+    probe = [PYTHON, "-c", "import saliency_assets; print(saliency_assets.__file__)"]
+    found = subprocess.run(probe, env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    expected = (tree or REPO_ROOT).resolve() / "saliency_assets" / "__init__.py"
+    if Path(found.stdout.strip()).resolve() != expected:
+        raise SystemExit(f"variant {name} imports {found.stdout.strip()}, not {expected}")
+
+
 def _round(number: int, trees: dict, table: Path, model: str, args) -> dict:
     names = list(trees)
     order = names[number % len(names) :] + names[: number % len(names)]
@@ -116,10 +139,8 @@ def _run(name: str, tree: Path | None, table: Path, model: str, args) -> dict:
         str(args.jobs), "--max-frames", str(args.frames), "--frame-samples", str(args.frames),
         "--results-store", "none", *args.extra.split(),
     ]  # fmt: skip
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-    measured = run_measured(command, env=env)
+    env, cwd = _environment(tree)
+    measured = run_measured(command, cwd=cwd, env=env)
     rows = [json.loads(line) for line in output.read_text().splitlines()] if output.exists() else []
     if measured.returncode != 0:
         errors = [row.get("saliency_error") for row in rows if row.get("saliency_error")]
