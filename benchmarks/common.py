@@ -140,11 +140,24 @@ def machine_facts() -> dict:
     return {
         "cpus": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_field("model name"),
+        # The vector units decide each engine's share of the FP32 peak, so the ratios.
+        "avx512": "avx512f" in _cpu_field("flags").split(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def _cpu_field(name: str) -> str:
+    """The first value of ``name`` in /proc/cpuinfo ("" where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    values = (line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name)
+    return next(values, "")
 
 
 def write_json(name: str, payload: dict) -> Path:
