@@ -13,7 +13,9 @@ from support.clips import pattern_planes
 from support.reference_pipeline import reference_model_input, reference_pad
 
 from saliency_assets.core.decode.decoding import DecodedFrame
+from saliency_assets.core.model import clip_saliency
 from saliency_assets.core.model.clip_saliency import (
+    STRIP_PIXELS,
     frame_saliency,
     rgb24_input,
     yuv420p_window_input,
@@ -92,8 +94,12 @@ def test_inference_size_inputs_are_bit_identical_to_the_edge_padded_model_input(
     np.testing.assert_array_equal(rgb24_input(rgb), expected)
 
 
+@pytest.mark.parametrize("strip_pixels", [STRIP_PIXELS, 1])  # 1: strips of two rows
 @pytest.mark.parametrize(("height", "width"), [(1080, 1920), (541, 961), (48, 64)])
-def test_window_inputs_are_bit_identical_to_the_whole_frame_model_input(height, width):
+def test_window_inputs_are_bit_identical_to_the_whole_frame_model_input(
+    height, width, strip_pixels, monkeypatch
+):
+    monkeypatch.setattr(clip_saliency, "STRIP_PIXELS", strip_pixels)
     rng = np.random.default_rng(height)
     chroma_shape = ((height + 1) // 2, (width + 1) // 2)
     shapes = [(height, width), chroma_shape, chroma_shape]
