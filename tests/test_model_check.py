@@ -4,8 +4,10 @@ a JSONL table without a folder store (pyarrow loads pandas itself when it builds
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,6 +53,21 @@ def test_a_child_that_dies_without_answering_is_a_config_error_naming_the_file(
     monkeypatch.setattr(model_check, "validate_model_file", lambda path, providers: os._exit(3))
     with pytest.raises(ConfigError, match=r"could not be checked.*exit code 3"):
         check_model_file(tmp_path / "model.onnx", (AUTO,))
+
+
+def test_a_stop_signal_ends_the_child_at_once_not_through_the_parents_handler(
+    forking, monkeypatch, tmp_path, capfd
+):
+    from saliency_assets.interrupts import stop_signals_raise
+
+    def stopped(path, providers):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # not reached: the signal ends the child
+
+    monkeypatch.setattr(model_check, "validate_model_file", stopped)
+    with stop_signals_raise(), pytest.raises(ConfigError, match=r"exit code -15"):
+        check_model_file(tmp_path / "model.onnx", (AUTO,))
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_with_other_threads_running_the_check_runs_in_place(monkeypatch, tmp_path):

@@ -58,7 +58,11 @@ def _forks_safely() -> bool:
 
 
 def _answer(sender: Connection, path: Path, providers: tuple[str, ...]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent hears Ctrl-C and stops
+    # The parent hears Ctrl-C and stops; a SIGTERM or SIGHUP ends the child at once, not
+    # through the parent's handlers (inherited by the fork), which would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     try:
         answer = ("engine", validate_model_file(path, providers))
     except ConfigError as error:
