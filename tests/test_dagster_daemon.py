@@ -255,3 +255,30 @@ def test_daemon_computes_new_changed_and_retried_clips_and_refreshes_the_table_o
         rows = (corpus / "out" / "features.saliency.jsonl").read_text().splitlines()
         assert {json.loads(row)["saliency_status"] for row in rows} == {"ok"}
         assert len(rows) == 8
+
+
+def test_the_shipped_instance_frees_a_pool_slot_a_finished_run_still_holds(home, monkeypatch):
+    """A run that ended holding its "saliency_model" slot must not block later clip runs: the
+    monitoring daemon's slot pass frees it (the daemon's clock moved past the grace period)."""
+    import datetime
+    import logging
+    from types import SimpleNamespace
+
+    from dagster._daemon.monitoring import concurrency
+
+    with dg.DagsterInstance.get() as instance:
+        grace = instance.run_monitoring_settings["free_slots_after_run_end_seconds"]
+        run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+        instance.report_run_failed(run)  # ended, as a crashed or killed run does
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("saliency_model", 1)
+        assert storage.claim_concurrency_slot("saliency_model", run.run_id, "s").is_claimed
+        assert storage.get_concurrency_info("saliency_model").active_slot_count == 1
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=grace + 60)
+        monkeypatch.setattr(concurrency, "get_current_datetime", lambda: later)
+        list(
+            concurrency.execute_concurrency_slots_iteration(
+                SimpleNamespace(instance=instance), logging.getLogger("test")
+            )
+        )
+        assert storage.get_concurrency_info("saliency_model").active_slot_count == 0

@@ -18,9 +18,11 @@ CLIPS = [f"clip{index:02d}.mp4" for index in range(10)]
 
 
 def write_slow_corpus(folder):
+    """Clips slow enough that the run outlasts the results store's first flush (every
+    FLUSH_EVERY_S) by several seconds, so the kill always lands mid-batch."""
     (folder / "clips").mkdir(parents=True)
     for index, name in enumerate(CLIPS):
-        make_clip(folder / "clips" / name, 640 + 16 * index, 360, 8)
+        make_clip(folder / "clips" / name, 1280 + 16 * index, 720, 8)
     rows = [{"src": name, "frame": frame} for name in CLIPS for frame in range(2)]
     (folder / "features.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
