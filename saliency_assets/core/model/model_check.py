@@ -38,15 +38,16 @@ def check_model_file(path: Path, providers: tuple[str, ...]) -> str:
     try:
         kind, message = receiver.recv()
     except EOFError:
-        child.join()
-        raise ConfigError(
-            f"model file {path} could not be checked: the checking process ended without an "
-            f"answer (exit code {child.exitcode})"
-        ) from None
+        kind, message = "died", ""
     finally:
         receiver.close()
-    child.join()
-    if kind == "error":
+        child.join()
+    if kind == "died":
+        message = (
+            f"model file {path} could not be checked: the checking process ended without an "
+            f"answer (exit code {child.exitcode})"
+        )
+    if kind != "engine":
         raise ConfigError(message)
     return message
 
